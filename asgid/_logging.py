@@ -1,0 +1,103 @@
+"""Logging setup: levels (with ``trace``), text or JSON lines, dictConfig files.
+
+Loggers: ``asgid.error`` for everything about the server and ``asgid.access``
+for one line per request. Every line carries the process id and, in workers,
+the slot, so lines from many workers can be told apart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import sys
+import time
+from typing import Any
+
+from .config import ConfigError, LoggingSettings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+TRACE = 5
+logging.addLevelName(TRACE, "TRACE")
+
+TEXT_FORMAT = "%(asctime)s [%(process)d] [%(role)s] %(levelname)s %(message)s"
+
+# Set by the process that owns this interpreter ("master", "worker 3", "main").
+_role = "main"
+
+
+def set_role(role: str) -> None:
+    global _role
+    _role = role
+
+
+class _RoleFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.role = _role
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line with the record's fields and any ``extra``."""
+
+    _skip = frozenset(vars(logging.makeLogRecord({})).keys()) | {"message", "asctime", "role"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        data: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "pid": record.process,
+            "role": getattr(record, "role", _role),
+            "message": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in self._skip:
+                data[key] = value
+        if record.exc_info:
+            data["exc_info"] = self.formatException(record.exc_info)
+        return json.dumps(data, default=str)
+
+
+def configure(settings: LoggingSettings) -> None:
+    """Install asgid's handlers, or the user's dictConfig file instead."""
+    if settings.config:
+        logging.config.dictConfig(_read_dict_config(settings.config))
+        return
+    level = TRACE if settings.level == "trace" else getattr(logging, settings.level.upper())
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_RoleFilter())
+    if settings.format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    for name in ("asgid.error", "asgid.access"):
+        logger = logging.getLogger(name)
+        logger.handlers[:] = [handler]
+        logger.setLevel(level)
+        logger.propagate = False
+    logging.getLogger("asgid.access").disabled = not settings.access_log
+
+
+def _read_dict_config(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+        if path.endswith(".toml"):
+            data = tomllib.loads(raw.decode("utf-8"))
+        else:
+            data = json.loads(raw)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path!r}: {exc.strerror}", key="logging.config") from None
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"invalid logging config {path!r}: {exc}", key="logging.config") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path!r} must hold a dictConfig mapping", key="logging.config")
+    data.setdefault("version", 1)
+    data.setdefault("disable_existing_loggers", False)
+    return data

@@ -1,0 +1,69 @@
+"""Programmatic entry points: ``asgid.run()`` and ``await asgid.serve()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import socket
+import threading
+from typing import Any
+
+import uvloop
+
+from . import _logging
+from ._sockets import bind_all, make_ssl_context
+from .config import Config, load_config
+from .config._load import overrides_from_kwargs
+from .worker import Worker, load_app
+from .worker._types import ASGIApp
+
+
+async def serve(
+    app: ASGIApp | str,
+    config: Config | None = None,
+    *,
+    sockets: list[socket.socket] | None = None,
+) -> None:
+    """Serve ``app`` in the running event loop until SIGINT/SIGTERM.
+
+    ``app`` is an ASGI application or a ``module:attribute`` string; ``config``
+    defaults to ``Config()`` with the app as its target.
+    """
+    if config is None:
+        target = app if isinstance(app, str) else "__main__:app"
+        config = load_config(overrides={"app.target": target}, environ={})
+    if isinstance(app, str):
+        app = load_app(config.app)
+    loop = asyncio.get_running_loop()
+    owned = sockets is None
+    listeners = bind_all(config.server, reuse_port=False) if sockets is None else sockets
+    worker = Worker(config, app, ssl_context=make_ssl_context(config.server))
+    handled: list[int] = []
+    if threading.current_thread() is threading.main_thread():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, worker.stop)
+                handled.append(signum)
+    try:
+        await worker.serve(listeners)
+    finally:
+        for signum in handled:
+            loop.remove_signal_handler(signum)
+        if owned:
+            for sock in listeners:
+                sock.close()
+
+
+def run(app: ASGIApp | str, *, config: str | None = None, **kwargs: Any) -> None:
+    """Serve ``app`` with one in-process worker, like ``uvicorn.run``.
+
+    Keyword arguments are the CLI's long flags in snake_case
+    (``port=8001``, ``limit_concurrency=100``, ``log_level="debug"``), plus
+    uvicorn's ``host``/``port``/``uds``/``fd``; ``config`` names a TOML file.
+    """
+    overrides = overrides_from_kwargs(kwargs)
+    overrides["app.target"] = app if isinstance(app, str) else "__main__:app"
+    settings = load_config(config, overrides)
+    _logging.configure(settings.logging)
+    uvloop.run(serve(app, settings))

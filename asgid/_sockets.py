@@ -1,0 +1,102 @@
+"""Listening sockets: bind them, or adopt the ones systemd or a parent passed.
+
+Used by the master before it forks and by a single in-process worker; never
+by anything that runs per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import ssl
+import stat
+
+from .config import BindAddress, ServerSettings, parse_bind
+
+
+def bind_socket(
+    address: BindAddress, *, backlog: int, reuse_port: bool, uds_mode: int = 0o666
+) -> socket.socket:
+    """A listening, non-blocking socket for one address."""
+    if address.fd >= 0:
+        sock = socket.socket(fileno=address.fd)
+        sock.setblocking(False)
+        return sock
+    if address.path:
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.stat(address.path).st_mode):
+                os.unlink(address.path)  # a stale socket from an earlier run
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(address.path)
+            os.chmod(address.path, uds_mode)
+        except OSError:
+            sock.close()
+            raise
+    else:
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if reuse_port and hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((address.host, address.port))
+        except OSError:
+            sock.close()
+            raise
+    sock.listen(backlog)
+    sock.setblocking(False)
+    return sock
+
+
+def bind_all(settings: ServerSettings, *, reuse_port: bool | None = None) -> list[socket.socket]:
+    """Bind every ``[server].bind`` address; on failure close what was bound."""
+    sockets: list[socket.socket] = []
+    mode = int(settings.uds_mode, 8)
+    try:
+        for text in settings.bind:
+            sockets.append(
+                bind_socket(
+                    parse_bind(text),
+                    backlog=settings.backlog,
+                    reuse_port=settings.reuse_port if reuse_port is None else reuse_port,
+                    uds_mode=mode,
+                )
+            )
+    except OSError:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
+def describe(sock: socket.socket) -> str:
+    """``http://127.0.0.1:8000`` or ``unix:/path`` for log lines."""
+    name = sock.getsockname()
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{name}"
+    host = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
+    return f"{host}:{name[1]}"
+
+
+def make_ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
+    """The TLS context for ``ssl_*`` settings, or None when TLS is off."""
+    if not settings.ssl_certfile:
+        return None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(
+        settings.ssl_certfile,
+        settings.ssl_keyfile or None,
+        settings.ssl_keyfile_password or None,
+    )
+    context.verify_mode = ssl.VerifyMode(settings.ssl_cert_reqs)
+    if settings.ssl_ca_certs:
+        context.load_verify_locations(settings.ssl_ca_certs)
+    if settings.ssl_ciphers:
+        context.set_ciphers(settings.ssl_ciphers)
+    context.set_alpn_protocols(["http/1.1"])
+    return context

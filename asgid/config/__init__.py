@@ -1,0 +1,35 @@
+"""Settings: the schema, TOML/env/CLI loading and validation."""
+
+from ._kinds import parse_size
+from ._load import BindAddress, ConfigError, load_config, parse_bind, validate
+from ._schema import (
+    AppSettings,
+    Config,
+    HttpSettings,
+    LoggingSettings,
+    MetricsSettings,
+    ServerSettings,
+    SettingInfo,
+    WebSocketSettings,
+    WorkersSettings,
+    iter_settings,
+)
+
+__all__ = [
+    "AppSettings",
+    "BindAddress",
+    "Config",
+    "ConfigError",
+    "HttpSettings",
+    "LoggingSettings",
+    "MetricsSettings",
+    "ServerSettings",
+    "SettingInfo",
+    "WebSocketSettings",
+    "WorkersSettings",
+    "iter_settings",
+    "load_config",
+    "parse_bind",
+    "parse_size",
+    "validate",
+]

@@ -1,0 +1,323 @@
+"""Build a ``Config`` from a TOML file, the environment and CLI overrides.
+
+Precedence, lowest first: declared defaults, the TOML file, ``ASGID_<SECTION>_<KEY>``
+environment variables, CLI flags. Every problem becomes a ``ConfigError`` whose
+one-line message names the file, the line where it can be found, the key path
+and what was expected; nothing here prints or exits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import ipaddress
+import os
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from ._schema import SECTIONS, Config, SettingInfo, iter_settings
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+ENV_PREFIX = "ASGID_"
+
+
+class ConfigError(Exception):
+    """A configuration problem, with where it was found."""
+
+    def __init__(
+        self, message: str, *, source: str = "", key: str = "", line: int | None = None
+    ) -> None:
+        self.message = message
+        self.source = source
+        self.key = key
+        self.line = line
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.source
+        if where and self.line is not None:
+            where = f"{where}:{self.line}"
+        parts = [p for p in (where, self.key) if p]
+        return ": ".join([*parts, self.message])
+
+
+SETTINGS: dict[str, SettingInfo] = {info.path: info for info in iter_settings()}
+
+
+def load_config(
+    path: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Config:
+    """Read ``path`` (if any), apply environment and ``overrides``, validate."""
+    values: dict[str, Any] = {}
+    if path:
+        values.update(_read_toml(path))
+    values.update(_read_environ(os.environ if environ is None else environ))
+    for key, value in (overrides or {}).items():
+        values[key] = _check(SETTINGS[key], value, source="command line")
+    config = _build(values)
+    validate(config, source=path or "command line")
+    return config
+
+
+def _read_toml(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file: {exc.strerror}", source=path) from None
+    text = raw.decode("utf-8", "replace")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        line = int(match.group(1)) if match else None
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise ConfigError(
+            f"invalid TOML: {message}", source=path, line=line
+        ) from None
+
+    values: dict[str, Any] = {}
+    for section, table in data.items():
+        if section not in SECTIONS:
+            raise ConfigError(
+                f"unknown section [{section}]{_suggest(section, SECTIONS)}",
+                source=path,
+                line=_find_line(text, section, None),
+            )
+        if not isinstance(table, dict):
+            raise ConfigError(
+                f"expected a table [{section}]",
+                source=path,
+                key=section,
+                line=_find_line(text, None, section),
+            )
+        for key, value in table.items():
+            dotted = f"{section}.{key}"
+            line = _find_line(text, section, key)
+            info = SETTINGS.get(dotted)
+            if info is None:
+                known = [f.name for f in dataclasses.fields(SECTIONS[section])]
+                raise ConfigError(
+                    f"unknown setting{_suggest(key, known)}",
+                    source=path,
+                    key=dotted,
+                    line=line,
+                )
+            try:
+                values[dotted] = _check(info, info.meta.kind.from_toml(value))
+            except ValueError as exc:
+                raise ConfigError(str(exc), source=path, key=dotted, line=line) from None
+    return values
+
+
+def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, text in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        dotted = name[len(ENV_PREFIX) :].lower().replace("_", ".", 1)
+        info = SETTINGS.get(dotted)
+        if info is None:
+            continue  # ASGID_* variables that are not settings belong to someone else
+        try:
+            values[dotted] = _check(info, info.meta.kind.from_text(text))
+        except ValueError as exc:
+            raise ConfigError(str(exc), source=f"${name}", key=dotted) from None
+    return values
+
+
+def _check(info: SettingInfo, value: Any, source: str = "") -> Any:
+    meta = info.meta
+    if meta.choices and value not in meta.choices:
+        message = f"expected one of {', '.join(meta.choices)}, got {value!r}"
+    elif meta.minimum is not None and value < meta.minimum:
+        message = f"expected a value >= {meta.minimum:g}, got {value!r}"
+    else:
+        return value
+    if source:
+        raise ConfigError(message, source=source, key=info.path)
+    raise ValueError(message)
+
+
+def _build(values: Mapping[str, Any]) -> Config:
+    sections: dict[str, Any] = {}
+    for section, cls in SECTIONS.items():
+        fields = {
+            key.partition(".")[2]: value
+            for key, value in values.items()
+            if key.partition(".")[0] == section
+        }
+        sections[section] = cls(**fields)
+    return Config(**sections)
+
+
+def validate(config: Config, *, source: str) -> None:
+    """Checks that need more than one value, or more than the value's kind."""
+
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(message, source=source, key=key)
+
+    if not config.app.target:
+        fail("app.target", "no application given: expected `module:attribute`")
+    module, _, attr = config.app.target.partition(":")
+    if not module or not attr:
+        fail("app.target", f"expected `module:attribute`, got {config.app.target!r}")
+    if not config.server.bind:
+        fail("server.bind", "expected at least one address")
+    for address in config.server.bind:
+        try:
+            parse_bind(address)
+        except ValueError as exc:
+            fail("server.bind", str(exc))
+    try:
+        int(config.server.uds_mode, 8)
+    except ValueError:
+        fail("server.uds_mode", f"expected octal permission bits, got {config.server.uds_mode!r}")
+    if config.server.ssl_keyfile and not config.server.ssl_certfile:
+        fail("server.ssl_certfile", "ssl_keyfile is set but ssl_certfile is not")
+    if config.server.ssl_cert_reqs > 2:
+        fail("server.ssl_cert_reqs", "expected 0, 1 or 2")
+    for entry in config.http.forwarded_allow_ips:
+        if entry == "*":
+            continue
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            fail("http.forwarded_allow_ips", f"expected an IP, a CIDR or '*', got {entry!r}")
+    if config.metrics.bind:
+        try:
+            parse_bind(config.metrics.bind)
+        except ValueError as exc:
+            fail("metrics.bind", str(exc))
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BindAddress:
+    """One parsed listener address: exactly one of the families is set."""
+
+    host: str = ""
+    port: int = 0
+    path: str = ""
+    fd: int = -1
+
+    def __str__(self) -> str:
+        if self.path:
+            return f"unix:{self.path}"
+        if self.fd >= 0:
+            return f"fd://{self.fd}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+
+def parse_bind(address: str) -> BindAddress:
+    """``host:port``, ``[v6]:port``, ``unix:/path`` or ``fd://N``."""
+    if address.startswith("unix:"):
+        path = address[5:]
+        if not path:
+            raise ValueError(f"expected unix:/path/to.sock, got {address!r}")
+        return BindAddress(path=path)
+    if address.startswith("fd://"):
+        try:
+            fd = int(address[5:])
+        except ValueError:
+            raise ValueError(f"expected fd://N with a file descriptor number, got {address!r}") from None
+        return BindAddress(fd=fd)
+    host, sep, port_text = address.rpartition(":")
+    if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+        raise ValueError(f"expected host:port, [ipv6]:port, unix:PATH or fd://N, got {address!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"IPv6 addresses need brackets, e.g. [::1]:8000, got {address!r}")
+    return BindAddress(host=host or "0.0.0.0", port=int(port_text))
+
+
+def _suggest(word: str, candidates: Any) -> str:
+    close = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _find_line(text: str, section: str | None, key: str | None) -> int | None:
+    """The line where ``[section]`` or ``key`` within ``[section]`` is written."""
+    current = ""
+    for number, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        header = re.match(r"^\[\s*([^\]\s]+)\s*\]", stripped)
+        if header:
+            current = header.group(1)
+            if key is None and current == section:
+                return number
+            continue
+        if key is None:
+            continue
+        match = re.match(r'^"?([A-Za-z0-9_.-]+)"?\s*=', stripped)
+        if not match:
+            continue
+        name = match.group(1)
+        if section is None and current == "" and name.split(".")[0] == key:
+            return number
+        if current == section and name == key:
+            return number
+        if current == "" and name == f"{section}.{key}":
+            return number
+    return None
+
+
+def bind_from_uvicorn(
+    host: str | None = None,
+    port: int | None = None,
+    uds: str | None = None,
+    fd: int | None = None,
+) -> tuple[str, ...]:
+    """uvicorn's ``--host/--port/--uds/--fd`` as ``[server].bind`` entries."""
+    binds: list[str] = []
+    if host is not None or port is not None:
+        host = host or "127.0.0.1"
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
+        binds.append(f"{host}:{8000 if port is None else port}")
+    if uds:
+        binds.append(f"unix:{uds}")
+    if fd is not None:
+        binds.append(f"fd://{fd}")
+    return tuple(binds)
+
+
+def keyword_names() -> dict[str, str]:
+    """Keyword argument names for ``asgid.run()``: each long CLI flag, snake_cased."""
+    names: dict[str, str] = {}
+    for info in SETTINGS.values():
+        for flag in info.meta.flags:
+            if flag.startswith("--"):
+                names.setdefault(flag[2:].replace("-", "_"), info.path)
+    names.setdefault("app_dir", "app.app_dir")
+    return names
+
+
+def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """Turn ``asgid.run(..., port=8001, workers=2)`` keywords into overrides."""
+    names = keyword_names()
+    values = dict(kwargs)
+    uvicorn = {k: values.pop(k) for k in ("host", "port", "uds", "fd") if k in values}
+    overrides: dict[str, Any] = {}
+    if uvicorn:
+        overrides["server.bind"] = bind_from_uvicorn(**uvicorn)
+    for name, value in values.items():
+        path = name if name in SETTINGS else names.get(name)
+        if path is None:
+            raise ConfigError(f"unknown setting {name!r}{_suggest(name, names)}", source="run()")
+        info = SETTINGS[path]
+        if isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        try:
+            overrides[path] = info.meta.kind.from_toml(value)
+        except ValueError as exc:
+            raise ConfigError(str(exc), source="run()", key=path) from None
+    return overrides

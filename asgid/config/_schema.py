@@ -1,0 +1,345 @@
+"""The settings schema: every setting asgid has is declared here, once.
+
+Each field of a section dataclass carries its kind, default, CLI flags and
+help text in its metadata; loading, validation, the CLI parser and the
+generated ``docs/configuration.md`` all read this one declaration. Nothing in
+this module touches files, the environment or the command line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import _kinds
+from ._kinds import Kind
+
+_META = "asgid"
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    kind: Kind
+    help: str
+    flags: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+
+
+def setting(
+    kind: Kind,
+    default: Any,
+    help: str,
+    *flags: str,
+    choices: tuple[str, ...] = (),
+    minimum: float | None = None,
+) -> Any:
+    """Declare one setting (a dataclass field with asgid metadata)."""
+    meta = Meta(kind=kind, help=help, flags=flags, choices=choices, minimum=minimum)
+    return field(default=default, metadata={_META: meta})
+
+
+@dataclass(frozen=True, slots=True)
+class AppSettings:
+    target: str = setting(
+        _kinds.STR,
+        "",
+        "The ASGI application as `module:attribute` (required; positional on the CLI).",
+    )
+    app_dir: str = setting(
+        _kinds.STR, ".", "Directory prepended to `sys.path` before importing.", "--app-dir"
+    )
+    factory: bool = setting(
+        _kinds.BOOL,
+        False,
+        "Treat `target` as a zero-argument callable that returns the app.",
+        "--factory",
+    )
+    lifespan: str = setting(
+        _kinds.STR,
+        "auto",
+        "Run the ASGI lifespan protocol: `auto` tolerates apps without it, "
+        "`on` requires it, `off` skips it.",
+        "--lifespan",
+        choices=("auto", "on", "off"),
+    )
+    interface: str = setting(
+        _kinds.STR,
+        "auto",
+        "ASGI interface of the app; `auto` detects ASGI 2 (class-style) apps.",
+        "--interface",
+        choices=("auto", "asgi3", "asgi2"),
+    )
+    root_path: str = setting(
+        _kinds.STR,
+        "",
+        "ASGI `root_path` for apps mounted below a path prefix.",
+        "--root-path",
+    )
+    env_file: str = setting(
+        _kinds.STR,
+        "",
+        "A dotenv-style file whose variables are set before the app is imported.",
+        "--env-file",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    bind: tuple[str, ...] = setting(
+        _kinds.STR_LIST,
+        ("127.0.0.1:8000",),
+        "Listeners: `host:port`, `[::1]:port`, `unix:/path/to.sock` or `fd://3`. "
+        "Also set by uvicorn's `--host`/`--port`/`--uds`/`--fd`.",
+        "--bind",
+        "-b",
+    )
+    backlog: int = setting(
+        _kinds.INT, 2048, "Listen backlog of each socket.", "--backlog", minimum=1
+    )
+    reuse_port: bool = setting(
+        _kinds.BOOL,
+        True,
+        "Bind one SO_REUSEPORT socket per worker slot (Linux) instead of one shared socket.",
+        "--reuse-port",
+    )
+    uds_mode: str = setting(
+        _kinds.STR,
+        "0666",
+        "Permission bits (octal) of Unix socket files asgid creates.",
+        "--uds-mode",
+    )
+    ssl_certfile: str = setting(
+        _kinds.STR, "", "TLS certificate chain (PEM); TLS is on when set.", "--ssl-certfile"
+    )
+    ssl_keyfile: str = setting(_kinds.STR, "", "TLS private key (PEM).", "--ssl-keyfile")
+    ssl_keyfile_password: str = setting(
+        _kinds.STR, "", "Password of the TLS private key.", "--ssl-keyfile-password"
+    )
+    ssl_ca_certs: str = setting(
+        _kinds.STR, "", "CA bundle used to verify client certificates.", "--ssl-ca-certs"
+    )
+    ssl_cert_reqs: int = setting(
+        _kinds.INT,
+        0,
+        "Client certificates: 0 = not asked, 1 = optional, 2 = required.",
+        "--ssl-cert-reqs",
+        minimum=0,
+    )
+    ssl_ciphers: str = setting(
+        _kinds.STR,
+        "",
+        "OpenSSL cipher string; empty keeps Python's secure default.",
+        "--ssl-ciphers",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WorkersSettings:
+    count: int = setting(
+        _kinds.WORKER_COUNT,
+        1,
+        'Number of worker processes, or "auto" for one per CPU.',
+        "--workers",
+        "-w",
+    )
+    max_requests: int = setting(
+        _kinds.INT,
+        0,
+        "Recycle a worker after this many requests; 0 never recycles.",
+        "--limit-max-requests",
+        "--max-requests",
+        minimum=0,
+    )
+    max_requests_jitter: int = setting(
+        _kinds.INT,
+        0,
+        "Add a random 0..N to `max_requests` per worker so they do not recycle together.",
+        "--max-requests-jitter",
+        minimum=0,
+    )
+    timeout: float = setting(
+        _kinds.FLOAT,
+        30.0,
+        "Seconds without a heartbeat before a worker is considered hung and killed.",
+        "--timeout",
+        minimum=1,
+    )
+    boot_timeout: float = setting(
+        _kinds.FLOAT,
+        60.0,
+        "Seconds a new worker may take to import the app and finish lifespan startup.",
+        "--boot-timeout",
+        minimum=1,
+    )
+    graceful_timeout: float = setting(
+        _kinds.FLOAT,
+        30.0,
+        "Seconds a draining worker gets to finish in-flight requests before it is killed.",
+        "--timeout-graceful-shutdown",
+        "--graceful-timeout",
+        minimum=0,
+    )
+    max_memory: int = setting(
+        _kinds.SIZE,
+        0,
+        'Recycle a worker whose RSS exceeds this size (e.g. "512MiB"); 0 = no limit.',
+        "--max-memory",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSettings:
+    timeout_keep_alive: float = setting(
+        _kinds.FLOAT,
+        5.0,
+        "Seconds an idle keep-alive connection is kept open.",
+        "--timeout-keep-alive",
+        minimum=0,
+    )
+    timeout_request_header: float = setting(
+        _kinds.FLOAT,
+        10.0,
+        "Seconds a client has to finish sending a request's headers.",
+        "--timeout-request-header",
+        minimum=0.1,
+    )
+    limit_concurrency: int = setting(
+        _kinds.INT,
+        0,
+        "Requests in progress per worker above which new requests get 503; 0 = unlimited.",
+        "--limit-concurrency",
+        minimum=0,
+    )
+    max_header_size: int = setting(
+        _kinds.INT,
+        65536,
+        "Largest request head (request line + headers) in bytes; above it 431.",
+        "--max-header-size",
+        minimum=256,
+    )
+    max_request_line: int = setting(
+        _kinds.INT,
+        8192,
+        "Longest request target in bytes; above it 414.",
+        "--max-request-line",
+        minimum=64,
+    )
+    max_headers: int = setting(
+        _kinds.INT,
+        100,
+        "Most header fields in one request; above it 431.",
+        "--max-headers",
+        minimum=1,
+    )
+    proxy_headers: bool = setting(
+        _kinds.BOOL,
+        False,
+        "Trust X-Forwarded-For/-Proto and Forwarded from `forwarded_allow_ips`.",
+        "--proxy-headers",
+    )
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        _kinds.STR_LIST,
+        ("127.0.0.1",),
+        'Proxies (IPs and CIDRs, or "*") whose forwarding headers are trusted.',
+        "--forwarded-allow-ips",
+    )
+    server_header: bool = setting(
+        _kinds.BOOL, True, "Send `Server: asgid`.", "--server-header"
+    )
+    date_header: bool = setting(_kinds.BOOL, True, "Send a `Date` header.", "--date-header")
+    headers: tuple[tuple[str, str], ...] = setting(
+        _kinds.HEADERS,
+        (),
+        'Default response headers, e.g. [["x-served-by", "asgid"]]; '
+        'CLI: `--header "name: value"`, repeatable.',
+        "--header",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WebSocketSettings:
+    max_size: int = setting(
+        _kinds.SIZE,
+        16 * 1024 * 1024,
+        "Largest incoming message in bytes; larger ones close the connection with 1009.",
+        "--ws-max-size",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    bind: str = setting(
+        _kinds.STR,
+        "",
+        'Where the master serves /metrics, e.g. "127.0.0.1:9100"; empty = off.',
+        "--metrics-bind",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSettings:
+    level: str = setting(
+        _kinds.STR,
+        "info",
+        "Log level.",
+        "--log-level",
+        choices=("critical", "error", "warning", "info", "debug", "trace"),
+    )
+    access_log: bool = setting(
+        _kinds.BOOL, True, "Log one line per request.", "--access-log"
+    )
+    format: str = setting(
+        _kinds.STR,
+        "text",
+        "Log line format.",
+        "--log-format",
+        choices=("text", "json"),
+    )
+    config: str = setting(
+        _kinds.STR,
+        "",
+        "A logging dictConfig file (.json or .toml) that replaces asgid's logging setup.",
+        "--log-config",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration: one frozen section per TOML table."""
+
+    app: AppSettings = field(default_factory=AppSettings)
+    server: ServerSettings = field(default_factory=ServerSettings)
+    workers: WorkersSettings = field(default_factory=WorkersSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
+    websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
+    metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+
+    def replace(self, **sections: Any) -> Config:
+        return dataclasses.replace(self, **sections)
+
+
+SECTIONS: dict[str, type[Any]] = typing.get_type_hints(Config)
+
+
+@dataclass(frozen=True, slots=True)
+class SettingInfo:
+    section: str
+    key: str
+    default: Any
+    meta: Meta
+
+    @property
+    def path(self) -> str:
+        return f"{self.section}.{self.key}"
+
+
+def iter_settings() -> Iterator[SettingInfo]:
+    """Every declared setting, in declaration order."""
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            yield SettingInfo(section, f.name, f.default, f.metadata[_META])

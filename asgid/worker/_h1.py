@@ -1,0 +1,399 @@
+"""HTTP/1.1 semantics without I/O: request-head checks and response framing.
+
+This module owns what RFC 9112 says about a request head once httptools has
+tokenised it (Host, Transfer-Encoding, request-target forms) and how an ASGI
+response becomes bytes (status line, default headers, Content-Length or
+chunked framing, HEAD/204/304 bodies, trailers). It never touches a socket, the
+clock or the event loop: callers pass bytes and messages in and write what
+comes back, so every rule here is unit-tested without a process.
+"""
+
+from __future__ import annotations
+
+import http
+import re
+from collections.abc import Iterable
+from typing import Any
+
+
+class BadRequest(Exception):
+    """The request is malformed: answer ``status`` and close the connection."""
+
+    def __init__(self, reason: str, status: int = 400) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.status = status
+
+
+class InvalidMessage(Exception):
+    """The application sent an ASGI message that breaks the protocol."""
+
+
+def _status_line(code: int) -> bytes:
+    try:
+        phrase = http.HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    return f"HTTP/1.1 {code} {phrase}\r\n".encode("latin-1")
+
+
+STATUS_LINES: dict[int, bytes] = {code: _status_line(code) for code in range(100, 600)}
+
+_HOST_RE = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$")
+_SCHEME_RE = re.compile(rb"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_NO_BODY_STATUSES = frozenset({204, 304})
+
+
+def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
+    """Return ``(raw_path, query_string)`` for a request-target, or raise.
+
+    Accepts origin-form (``/p?q``), absolute-form (``http://h/p?q``), the
+    asterisk form for OPTIONS and the authority form for CONNECT (RFC 9112 3.2).
+    """
+    if target[:1] == b"/":
+        path, _, query = target.partition(b"?")
+        return path, query
+    if target == b"*":
+        if method != b"OPTIONS":
+            raise BadRequest("the asterisk request-target is only allowed with OPTIONS")
+        return b"*", b""
+    if method == b"CONNECT":
+        return target, b""
+    if _SCHEME_RE.match(target):
+        rest = target.split(b"://", 1)[1]
+        slash = rest.find(b"/")
+        question = rest.find(b"?")
+        if slash < 0 or (0 <= question < slash):
+            path_and_query = b"/" + rest[question:] if question >= 0 else b"/"
+        else:
+            path_and_query = rest[slash:]
+        path, _, query = path_and_query.partition(b"?")
+        return path, query
+    raise BadRequest(f"invalid request-target {target[:64]!r}")
+
+
+class RequestHead:
+    """What the connection needs to know about a request beyond the scope."""
+
+    __slots__ = ("chunked", "expect_continue", "trailers", "upgrade")
+
+    def __init__(self) -> None:
+        self.expect_continue = False
+        self.trailers = False
+        self.chunked = False
+        self.upgrade: bytes | None = None
+
+
+def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
+    """Validate the headers of a parsed request (RFC 9112 sections 3.2, 6, 7).
+
+    ``headers`` are ``(lower-cased name, value)`` pairs in order. Raises
+    ``BadRequest`` for what httptools lets through: a missing, repeated or
+    malformed Host on HTTP/1.1, a transfer coding other than a lone final
+    ``chunked``, ``chunked`` on HTTP/1.0, and HTTP versions asgid cannot serve.
+    """
+    if version != "1.1" and version != "1.0":
+        if version == "0.9":
+            raise BadRequest("request line has no HTTP version")
+        raise BadRequest(f"HTTP/{version} is not supported", status=505)
+    head = RequestHead()
+    hosts = 0
+    for name, value in headers:
+        if name == b"host":
+            hosts += 1
+            if not _HOST_RE.match(value):
+                raise BadRequest("invalid Host header")
+        elif name == b"transfer-encoding":
+            if head.chunked or value.strip().lower() != b"chunked":
+                raise BadRequest("unsupported transfer coding (only a single 'chunked' is)")
+            if version == "1.0":
+                raise BadRequest("chunked transfer coding is not allowed in HTTP/1.0")
+            head.chunked = True
+        elif name == b"expect":
+            if value.lower() == b"100-continue":
+                head.expect_continue = version == "1.1"
+        elif name == b"te":
+            head.trailers = b"trailers" in value.lower()
+        elif name == b"upgrade":
+            head.upgrade = value.lower()
+    if hosts > 1:
+        raise BadRequest("more than one Host header")
+    if hosts == 0 and version == "1.1":
+        raise BadRequest("HTTP/1.1 request without a Host header")
+    return head
+
+
+def http_date(epoch: float) -> bytes:
+    """IMF-fixdate, as the Date header wants it."""
+    import email.utils
+
+    return email.utils.formatdate(epoch, usegmt=True).encode("ascii")
+
+
+class ResponseDefaults:
+    """Headers every response carries; the worker refreshes the date once a second."""
+
+    __slots__ = ("_static", "date_header", "names", "suffix")
+
+    def __init__(
+        self,
+        *,
+        server_header: bool = True,
+        date_header: bool = True,
+        headers: Iterable[tuple[str, str]] = (),
+    ) -> None:
+        static = []
+        if server_header:
+            static.append((b"server", b"asgid"))
+        static.extend((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers)
+        self.names = frozenset(name for name, _ in static) | (
+            {b"date"} if date_header else set()
+        )
+        self._static = static
+        self.date_header = date_header
+        self.suffix = b""
+        self.set_date(0.0)
+
+    def set_date(self, epoch: float) -> None:
+        lines = [b"%s: %s\r\n" % pair for pair in self._static]
+        if self.date_header:
+            lines.append(b"date: " + http_date(epoch) + b"\r\n")
+        self.suffix = b"".join(lines)
+
+    def without(self, names: set[bytes]) -> bytes:
+        """The default header lines minus those the application overrode."""
+        lines = [b"%s: %s\r\n" % pair for pair in self._static if pair[0] not in names]
+        if self.date_header and b"date" not in names:
+            lines.extend(
+                line + b"\r\n"
+                for line in self.suffix.split(b"\r\n")
+                if line.startswith(b"date: ")
+            )
+        return b"".join(lines)
+
+
+# Framing of the response body.
+_LENGTH, _CHUNKED, _UNTIL_CLOSE, _NONE = 0, 1, 2, 3
+
+
+class Response:
+    """Turns one request's ASGI ``http.response.*`` messages into bytes.
+
+    ``start()`` checks the start message and remembers the head; the first
+    ``body()`` returns head and body together, so a small response leaves in
+    one write with an exact Content-Length. ``pending_head()`` hands out a head
+    that is still waiting (the application started the response and then
+    awaited something else). ``complete`` turns true with the last message.
+    """
+
+    __slots__ = (
+        "_body_done",
+        "_defaults",
+        "_expected",
+        "_framing",
+        "_head",
+        "_is_head",
+        "_trailers_allowed",
+        "_trailers_declared",
+        "_written",
+        "body_bytes",
+        "complete",
+        "keep_alive",
+        "started",
+        "status",
+        "version",
+    )
+
+    def __init__(
+        self,
+        defaults: ResponseDefaults,
+        *,
+        method: bytes,
+        version: str,
+        keep_alive: bool,
+        trailers_allowed: bool = False,
+    ) -> None:
+        self._defaults = defaults
+        self._is_head = method == b"HEAD"
+        self.version = version
+        self.keep_alive = keep_alive
+        self._trailers_allowed = trailers_allowed
+        self._trailers_declared = False
+        self._body_done = False
+        self.started = False
+        self.complete = False
+        self.status = 0
+        self._head: list[bytes] | None = None
+        self._framing = _NONE
+        self._expected = -1  # the Content-Length the app declared; -1 when none
+        self._written = 0
+        self.body_bytes = 0
+
+    # -- messages ---------------------------------------------------------
+
+    def start(self, message: dict[str, Any]) -> None:
+        if self.started:
+            raise InvalidMessage("http.response.start sent twice")
+        status = message["status"]
+        if type(status) is not int or not 200 <= status <= 599:
+            raise InvalidMessage(f"http.response.start: invalid status {status!r}")
+        parts = [STATUS_LINES[status]]
+        defaults = self._defaults
+        overridden: set[bytes] | None = None
+        try:
+            for name, value in message.get("headers", ()):
+                lower = name.lower()
+                if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                    raise InvalidMessage(f"response header {name!r} contains CR or LF")
+                if lower == b"content-length":
+                    if self._expected >= 0:
+                        raise InvalidMessage("more than one content-length header")
+                    self._expected = int(value)
+                    if self._expected < 0:
+                        raise ValueError("negative content-length")
+                elif lower == b"transfer-encoding":
+                    continue  # framing is the server's business
+                elif lower == b"connection":
+                    if value.lower() == b"close":
+                        self.keep_alive = False
+                    continue
+                elif lower in defaults.names:
+                    if overridden is None:
+                        overridden = set()
+                    overridden.add(lower)
+                parts.append(name + b": " + value + b"\r\n")
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise InvalidMessage(f"http.response.start: invalid headers ({exc})") from None
+        parts.append(defaults.suffix if overridden is None else defaults.without(overridden))
+        self._trailers_declared = bool(message.get("trailers", False))
+        self.status = status
+        self.started = True
+        self._head = parts
+
+    def body(self, body: bytes, more_body: bool) -> bytes:
+        """Bytes to write for one ``http.response.body`` message."""
+        if not self.started or self._body_done:
+            raise InvalidMessage(
+                "http.response.body sent "
+                + ("after the body completed" if self.started else "before http.response.start")
+            )
+        self.body_bytes += len(body)
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not more_body and not self._trailers_declared:
+                return self._whole(head, body)
+            self._choose_framing(head)
+            return b"".join(head) + self._frame(body, more_body)
+        return self._frame(body, more_body)
+
+    def trailers(self, headers: Iterable[tuple[bytes, bytes]], more: bool) -> bytes:
+        if not self._trailers_declared or not self._body_done or self.complete:
+            raise InvalidMessage("http.response.trailers sent out of order")
+        lines = []
+        for name, value in headers:
+            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
+                raise InvalidMessage(f"trailer {name!r} contains CR or LF")
+            lines.append(name + b": " + value + b"\r\n")
+        if not more:
+            self.complete = True
+            lines.append(b"\r\n")
+        return b"".join(lines) if self._writes_trailers else b""
+
+    def pending_head(self) -> bytes:
+        """A started head not yet written, framed for a streamed body."""
+        head = self._head
+        if head is None:
+            return b""
+        self._head = None
+        self._choose_framing(head)
+        return b"".join(head)
+
+    def head_for_file(self, size: int) -> bytes:
+        """The whole head for a ``http.response.pathsend`` of ``size`` bytes."""
+        head = self._head
+        if head is None or self._trailers_declared:
+            raise InvalidMessage("http.response.pathsend sent out of order")
+        self._head = None
+        if self._expected < 0:
+            if self.status not in _NO_BODY_STATUSES:
+                head.append(b"content-length: %d\r\n" % size)
+        elif self._expected != size:
+            raise InvalidMessage(
+                f"content-length {self._expected} does not match the file's {size} bytes"
+            )
+        self._body_done = self.complete = True
+        self.body_bytes = size
+        if not self.keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        return b"".join(head)
+
+    @property
+    def sends_body(self) -> bool:
+        return not self._is_head and self.status not in _NO_BODY_STATUSES
+
+    @property
+    def _writes_trailers(self) -> bool:
+        return self._framing == _CHUNKED and self._trailers_allowed
+
+    # -- framing ----------------------------------------------------------
+
+    def _whole(self, head: list[bytes], body: bytes) -> bytes:
+        """The response is one message: frame it with an exact Content-Length."""
+        size = len(body)
+        if self._expected < 0:
+            if self.status not in _NO_BODY_STATUSES and (size or not self._is_head):
+                head.append(b"content-length: %d\r\n" % size)
+        elif self._expected != size and self.sends_body:
+            raise InvalidMessage(
+                f"response body of {size} bytes does not match content-length {self._expected}"
+            )
+        self._body_done = self.complete = True
+        if not self.keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+        if self.sends_body:
+            head.append(body)
+        return b"".join(head)
+
+    def _choose_framing(self, head: list[bytes]) -> None:
+        if not self.sends_body:
+            self._framing = _NONE
+        elif self._expected >= 0 and not (self._trailers_declared and self._trailers_allowed):
+            self._framing = _LENGTH
+        elif self.version == "1.1":
+            self._framing = _CHUNKED
+            if self._expected >= 0:
+                head[:] = [p for p in head if not p.lower().startswith(b"content-length:")]
+            head.append(b"transfer-encoding: chunked\r\n")
+        else:
+            self._framing = _UNTIL_CLOSE
+            self.keep_alive = False
+        if not self.keep_alive:
+            head.append(b"connection: close\r\n")
+        head.append(b"\r\n")
+
+    def _frame(self, body: bytes, more_body: bool) -> bytes:
+        framing = self._framing
+        if framing == _CHUNKED:
+            data = b"%x\r\n%s\r\n" % (len(body), body) if body else b""
+            if not more_body:
+                data += b"0\r\n" if self._writes_trailers else b"0\r\n\r\n"
+        elif framing == _LENGTH:
+            self._written += len(body)
+            if self._written > self._expected:
+                raise InvalidMessage(
+                    f"response body longer than its content-length {self._expected}"
+                )
+            if not more_body and self._written != self._expected:
+                self.keep_alive = False  # the client is owed bytes it will never get
+            data = body
+        elif framing == _UNTIL_CLOSE:
+            data = body
+        else:
+            data = b""
+        if not more_body:
+            self._body_done = True
+            self.complete = not self._trailers_declared
+        return data

@@ -1,0 +1,565 @@
+"""The HTTP/1.1 connection: httptools callbacks in, ASGI request cycles out.
+
+``HttpProtocol`` is the asyncio I/O edge for one connection. It feeds bytes to
+httptools, asks ``_h1`` whether the head is acceptable and how the response is
+framed, and runs one ``Cycle`` (an ASGI ``http`` call) per request, in order.
+Flow control lives here: reading pauses while the app has not consumed a
+request body or while pipelined requests wait, and ``send`` waits while the
+transport is above its high-water mark. Timeouts are deadlines that the
+worker's once-a-second tick checks, so the hot path sets no timers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import unquote_to_bytes
+
+import httptools
+
+from ._h1 import BadRequest, InvalidMessage, Response, check_head, split_target
+from ._proxy import apply_proxy_headers
+
+if TYPE_CHECKING:
+    from ._state import ServerState
+
+logger = logging.getLogger("asgid.error")
+access_logger = logging.getLogger("asgid.access")
+
+BODY_HIGH_WATER = 65536
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+
+
+class ClientDisconnected(OSError):
+    """Raised by ``send`` once the client has gone (ASGI HTTP spec 2.4)."""
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "active",
+        "client",
+        "closing",
+        "cycle",
+        "deadline",
+        "drain_waiter",
+        "head_size",
+        "headers",
+        "loop",
+        "parser",
+        "pending_error",
+        "pipeline",
+        "read_paused",
+        "scheme",
+        "server",
+        "state",
+        "transport",
+        "url",
+        "write_paused",
+    )
+
+    def __init__(self, state: ServerState, *, tls: bool = False) -> None:
+        self.state = state
+        self.loop = state.loop
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
+        self.scheme = "https" if tls else "http"
+        self.client: tuple[str, int] | None = None
+        self.server: tuple[str, int] | None = None
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.head_size = 0
+        self.cycle: Cycle | None = None  # the request whose bytes are being parsed
+        self.active: Cycle | None = None  # the request whose response is being sent
+        self.pipeline: deque[Cycle] = deque()
+        self.deadline = 0.0
+        self.read_paused = False
+        self.write_paused = False
+        self.drain_waiter: asyncio.Future[None] | None = None
+        self.closing = False
+        self.pending_error = b""
+
+    # -- asyncio callbacks -------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport = cast(asyncio.Transport, transport)
+        self.client = _address(transport.get_extra_info("peername"))
+        self.server = _address(transport.get_extra_info("sockname"))
+        state = self.state
+        state.connections.add(self)
+        self.deadline = state.now + state.timeout_request_header
+        if state.draining:
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.state.connections.discard(self)
+        self.closing = True
+        if self.active is not None:
+            self.active.disconnect()
+        for cycle in self.pipeline:
+            cycle.disconnect()
+        if self.cycle is not None:
+            self.cycle.disconnect()
+        waiter = self.drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def eof_received(self) -> bool:
+        # A half-closed client may still read its answer; close once it is written.
+        if self.active is None:
+            return False
+        self.closing = True
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._unsupported_upgrade()
+        except httptools.HttpParserCallbackError as exc:
+            error = exc.__context__
+            if isinstance(error, BadRequest):
+                self.fail(error.status, error.reason)
+            else:  # pragma: no cover - a bug in asgid, not in the request
+                logger.exception("error while parsing a request", exc_info=error)
+                self.fail(500, "Internal Server Error")
+        except httptools.HttpParserInvalidMethodError:
+            self.fail(400, "invalid method")
+        except httptools.HttpParserError as exc:
+            reason = str(exc) or "malformed request"
+            self.fail(505 if "HTTP version" in reason else 400, reason)
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        waiter = self.drain_waiter
+        if waiter is not None:
+            self.drain_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def drain(self) -> None:
+        if self.drain_waiter is None:
+            self.drain_waiter = self.loop.create_future()
+        await self.drain_waiter
+
+    # -- httptools callbacks ------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = []
+        self.head_size = 0
+        self.deadline = self.state.now + self.state.timeout_request_header
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+        if len(self.url) > self.state.max_request_line:
+            raise BadRequest("request-target too long", status=414)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        headers = self.headers
+        headers.append((name.lower(), value))
+        self.head_size += len(name) + len(value) + 4
+        state = self.state
+        if self.head_size > state.max_header_size:
+            raise BadRequest("request header fields too large", status=431)
+        if len(headers) > state.max_headers:
+            raise BadRequest("too many header fields", status=431)
+
+    def on_headers_complete(self) -> None:
+        state = self.state
+        parser = self.parser
+        version = parser.get_http_version()
+        headers = self.headers
+        head = check_head(version, headers)
+        method = parser.get_method()
+        raw_path, query = split_target(method, self.url)
+        self.deadline = 0.0
+        if b"%" in raw_path:
+            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+        else:
+            path = raw_path.decode("utf-8", "replace")
+        keep_alive = parser.should_keep_alive() and not state.draining
+        if head.upgrade is not None:
+            keep_alive = False  # no upgrade is served on this connection (yet)
+        client, scheme = self.client, self.scheme
+        if state.proxies is not None:
+            client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
+        extensions: dict[str, Any] = {"http.response.pathsend": {}}
+        if head.trailers:
+            extensions["http.response.trailers"] = {}
+        scope = {
+            "type": "http",
+            "asgi": state.asgi_info,
+            "http_version": version,
+            "method": method.decode("ascii"),
+            "scheme": scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": state.root_path,
+            "headers": headers,
+            "client": client,
+            "server": self.server,
+            "state": state.lifespan_state.copy(),
+            "extensions": extensions,
+        }
+        response = Response(
+            state.defaults,
+            method=method,
+            version=version,
+            keep_alive=keep_alive,
+            trailers_allowed=head.trailers,
+        )
+        cycle = Cycle(self, scope, response, head.expect_continue)
+        self.cycle = cycle
+        if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
+            cycle.reject()
+        elif self.active is None:
+            self.active = cycle
+            cycle.start()
+        else:
+            self.pipeline.append(cycle)
+            self._pause_reading()
+
+    def on_body(self, body: bytes) -> None:
+        cycle = self.cycle
+        if cycle is None or cycle.finished:
+            return  # a body the application did not want: read and drop it
+        cycle.body.append(body)
+        cycle.body_size += len(body)
+        if cycle.body_size > BODY_HIGH_WATER:
+            self._pause_reading()
+        cycle.wake()
+
+    def on_message_complete(self) -> None:
+        cycle = self.cycle
+        if cycle is not None:
+            self.cycle = None
+            cycle.more_body = False
+            cycle.wake()
+
+    # -- flow control and lifecycle ------------------------------------------
+
+    def _pause_reading(self) -> None:
+        if not self.read_paused:
+            self.read_paused = True
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.read_paused and not self.pipeline:
+            cycle = self.cycle
+            if cycle is None or cycle.body_size <= BODY_HIGH_WATER or cycle.finished:
+                self.read_paused = False
+                self.transport.resume_reading()
+
+    def response_complete(self, cycle: Cycle) -> None:
+        """The active request's last bytes were written: move to the next one."""
+        if cycle is not self.active:
+            return
+        self.active = None
+        state = self.state
+        if state.access_log:
+            cycle.log_access()
+        if self.pending_error:
+            self.transport.write(self.pending_error)
+            self.transport.close()
+            return
+        if not cycle.response.keep_alive or cycle.expect_continue or self.closing:
+            self.transport.close()
+            return
+        if self.pipeline:
+            self.active = self.pipeline.popleft()
+            self.active.start()
+        else:
+            self.deadline = state.now + state.timeout_keep_alive
+        self.resume_reading()
+
+    def fail(self, status: int, reason: str) -> None:
+        """Answer a malformed request with ``status`` and close the connection."""
+        self.closing = True
+        self._pause_reading()
+        cycle = self.cycle
+        if cycle is not None:
+            cycle.disconnect()  # its body will never arrive in full
+        data = self.state.error_response(status, reason)
+        logger.debug("%s from %s: %s", status, _format_client(self.client), reason)
+        if self.active is None or (self.active is cycle and not cycle.response.started):
+            self.active = None
+            self.transport.write(data)
+            self.transport.close()
+        else:
+            self.pending_error = data
+
+    def _unsupported_upgrade(self) -> None:
+        # httptools stops at an Upgrade head; the request was handed to the app
+        # as plain HTTP with keep-alive off, so whatever follows is not read.
+        self.closing = True
+
+    def shutdown(self) -> None:
+        """Draining: finish what is in flight, then close."""
+        self.closing = True
+        if self.active is None and self.cycle is None:
+            self.transport.close()
+            return
+        for cycle in (self.active, *self.pipeline):
+            if cycle is not None and not cycle.response.started:
+                cycle.response.keep_alive = False
+
+    def check_deadline(self, now: float) -> None:
+        if self.deadline and now >= self.deadline and self.active is None:
+            logger.log(5, "closing idle connection from %s", _format_client(self.client))
+            self.transport.close()
+
+
+class Cycle:
+    """One HTTP request and its ASGI application call."""
+
+    __slots__ = (
+        "body",
+        "body_size",
+        "conn",
+        "disconnected",
+        "expect_continue",
+        "finished",
+        "more_body",
+        "request_sent",
+        "response",
+        "scope",
+        "start_time",
+        "task",
+        "waiter",
+    )
+
+    def __init__(
+        self,
+        conn: HttpProtocol,
+        scope: dict[str, Any],
+        response: Response,
+        expect_continue: bool,
+    ) -> None:
+        self.conn = conn
+        self.scope = scope
+        self.response = response
+        self.expect_continue = expect_continue
+        self.body: list[bytes] = []
+        self.body_size = 0
+        self.more_body = True
+        self.request_sent = False
+        self.disconnected = False
+        self.finished = False  # response complete or abandoned; body no longer wanted
+        self.waiter: asyncio.Future[None] | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.start_time = 0.0
+
+    def start(self) -> None:
+        conn = self.conn
+        if conn.state.access_log:
+            self.start_time = time.perf_counter()
+        self.task = conn.loop.create_task(self.run())
+
+    def reject(self) -> None:
+        """Over ``limit_concurrency``: answer 503 without calling the app."""
+        conn = self.conn
+        self.finished = True
+        conn.closing = True
+        if conn.active is None:
+            conn.transport.write(conn.state.error_response(503, "Service Unavailable"))
+            conn.transport.close()
+        else:
+            conn.pending_error = conn.state.error_response(503, "Service Unavailable")
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def disconnect(self) -> None:
+        self.disconnected = True
+        self.finished = True
+        self.wake()
+
+    # -- the application call -----------------------------------------------
+
+    async def run(self) -> None:
+        state = self.conn.state
+        state.in_progress += 1
+        state.cycles.add(self)
+        try:
+            await state.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            self._app_failed(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            response = self.response
+            if not response.complete and not self.disconnected:
+                if not response.started:
+                    logger.error("ASGI application returned without starting a response")
+                    self._send_error(500)
+                else:
+                    logger.error("ASGI application returned without completing the response")
+                    self._abort()
+        finally:
+            state.in_progress -= 1
+            state.requests += 1
+            state.cycles.discard(self)
+
+    def _app_failed(self, exc: BaseException) -> None:
+        if self.disconnected:
+            logger.debug("ASGI application raised after the client disconnected: %r", exc)
+            return
+        if isinstance(exc, InvalidMessage):
+            logger.error("invalid ASGI message from the application: %s", exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            logger.warning("request cancelled: %s %s", self.scope["method"], self.scope["path"])
+        else:
+            logger.error("exception in ASGI application", exc_info=exc)
+        if not self.response.started:
+            self._send_error(500)
+        else:
+            self._abort()
+
+    def _send_error(self, status: int) -> None:
+        conn = self.conn
+        self.finished = True
+        self.response.status = status
+        if conn.active is self:
+            conn.transport.write(conn.state.error_response(status, "Internal Server Error"))
+            conn.active = None
+            if conn.state.access_log:
+                self.log_access()
+            conn.transport.close()
+
+    def _abort(self) -> None:
+        self.finished = True
+        self.conn.transport.close()
+
+    # -- receive -------------------------------------------------------------
+
+    async def receive(self) -> dict[str, Any]:
+        if self.expect_continue and not self.response.started and not self.disconnected:
+            self.expect_continue = False
+            self.conn.transport.write(CONTINUE)
+        while True:
+            if self.body:
+                body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+                self.body.clear()
+                self.body_size = 0
+                more_body = self.more_body
+                self.request_sent = not more_body
+                if self.conn.read_paused:
+                    self.conn.resume_reading()
+                return {"type": "http.request", "body": body, "more_body": more_body}
+            if not self.request_sent:
+                if not self.more_body:
+                    self.request_sent = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                if self.disconnected:
+                    return _DISCONNECT
+            elif self.disconnected or self.response.complete:
+                return _DISCONNECT
+            self.waiter = self.conn.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    # -- send ----------------------------------------------------------------
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.disconnected:
+            raise ClientDisconnected("the client disconnected")
+        response = self.response
+        conn = self.conn
+        kind = message["type"]
+        if kind == "http.response.body":
+            try:
+                data = response.body(message.get("body", b""), message.get("more_body", False))
+            except TypeError:
+                raise InvalidMessage("http.response.body: 'body' must be bytes") from None
+            if data:
+                conn.transport.write(data)
+            if response.complete:
+                self.finished = True
+                conn.response_complete(self)
+                self.wake()
+            elif conn.write_paused:
+                await conn.drain()
+                if self.disconnected:
+                    raise ClientDisconnected("the client disconnected")
+        elif kind == "http.response.start":
+            response.start(message)
+            if self.expect_continue:
+                response.keep_alive = False  # the 100 was never sent: the body may follow
+            conn.loop.call_soon(self._flush_head)
+        elif kind == "http.response.trailers":
+            data = response.trailers(message.get("headers", ()), message.get("more_trailers", False))
+            if data:
+                conn.transport.write(data)
+            if response.complete:
+                self.finished = True
+                conn.response_complete(self)
+                self.wake()
+        elif kind == "http.response.pathsend":
+            await self._send_file(message["path"])
+        else:
+            raise InvalidMessage(f"unexpected ASGI message {kind!r} for an http scope")
+
+    def _flush_head(self) -> None:
+        if not self.disconnected:
+            data = self.response.pending_head()
+            if data:
+                self.conn.transport.write(data)
+
+    async def _send_file(self, path: str) -> None:
+        conn = self.conn
+        try:
+            with open(path, "rb") as f:
+                size = os.fstat(f.fileno()).st_size
+                conn.transport.write(self.response.head_for_file(size))
+                if self.response.sends_body and size:
+                    await conn.loop.sendfile(conn.transport, f, 0, size)
+        except OSError as exc:
+            if self.disconnected:
+                raise ClientDisconnected("the client disconnected") from exc
+            raise
+        self.finished = True
+        conn.response_complete(self)
+        self.wake()
+
+    def log_access(self) -> None:
+        scope = self.scope
+        query = scope["query_string"]
+        duration = (time.perf_counter() - self.start_time) * 1000 if self.start_time else 0.0
+        access_logger.info(
+            '%s - "%s %s%s HTTP/%s" %d %d %.1fms',
+            _format_client(scope["client"]),
+            scope["method"],
+            scope["path"],
+            "?" + query.decode("latin-1") if query else "",
+            scope["http_version"],
+            self.response.status,
+            self.response.body_bytes,
+            duration,
+        )
+
+
+def _address(info: Any) -> tuple[str, int] | None:
+    if isinstance(info, tuple) and len(info) >= 2:
+        return str(info[0]), int(info[1])
+    return None
+
+
+def _format_client(client: tuple[str, int] | None) -> str:
+    if client is None:
+        return "unix"
+    return f"{client[0]}:{client[1]}"

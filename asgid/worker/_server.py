@@ -1,0 +1,171 @@
+"""One worker's server: lifespan, listeners, the tick, graceful drain.
+
+``Worker.__init__`` runs before a fork and touches nothing process-wide; all
+per-process work happens in ``serve()`` inside the worker's event loop. The
+tick runs once a second on that loop: it refreshes the Date header, closes
+connections past their deadline and reports stats, so a tick that does not
+arrive means the loop is blocked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .._sockets import describe
+from ..config import Config
+from ._lifespan import Lifespan
+from ._protocol import HttpProtocol
+from ._state import ServerState
+from ._types import ASGIApp
+
+logger = logging.getLogger("asgid.error")
+
+TICK_SECONDS = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """What a worker reports on each tick."""
+
+    requests: int
+    in_progress: int
+    connections: int
+    loop_lag: float
+
+
+class Worker:
+    def __init__(
+        self,
+        config: Config,
+        app: ASGIApp,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        on_tick: Callable[[Stats], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.app = app
+        self.ssl_context = ssl_context
+        self.on_tick = on_tick
+        self.state: ServerState | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self._stop: asyncio.Event | None = None
+        self._force = False
+
+    # -- control (call from the worker's loop) -------------------------------
+
+    def stop(self, *, force: bool = False) -> None:
+        """Begin a graceful stop (or, with ``force``, a quick one)."""
+        self._force = self._force or force
+        if self._stop is not None:
+            self._stop.set()
+
+    # -- running -------------------------------------------------------------
+
+    async def serve(
+        self,
+        sockets: list[socket.socket],
+        *,
+        on_ready: Callable[[], None] | None = None,
+    ) -> None:
+        """Serve until ``stop()``; raises ``LifespanFailure`` if startup fails."""
+        loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        state = self.state = ServerState(self.config, self.app, loop)
+        state.defaults.set_date(time.time())
+        lifespan = Lifespan(self.app, self.config.app.lifespan, state.lifespan_state)
+        await lifespan.startup()
+        tls = self.ssl_context is not None
+
+        def factory() -> HttpProtocol:
+            return HttpProtocol(state, tls=tls)
+
+        for sock in sockets:
+            server = await loop.create_server(
+                factory,
+                sock=sock,
+                ssl=self.ssl_context,
+                backlog=self.config.server.backlog,
+            )
+            self._servers.append(server)
+            logger.info(
+                "listening on %s://%s", "https" if tls else "http", describe(sock)
+            )
+        if on_ready is not None:
+            on_ready()
+        ticker = loop.create_task(self._tick())
+        try:
+            await self._stop.wait()
+        finally:
+            ticker.cancel()
+            await self._drain()
+            await lifespan.shutdown()
+
+    async def _tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        state = self.state
+        assert state is not None
+        expected = loop.time() + TICK_SECONDS
+        while True:
+            await asyncio.sleep(max(0.0, expected - loop.time()))
+            now = loop.time()
+            lag = max(0.0, now - expected)
+            expected = now + TICK_SECONDS
+            state.now = now
+            state.defaults.set_date(time.time())
+            for conn in list(state.connections):
+                if conn.deadline:
+                    conn.check_deadline(now)
+            if self.on_tick is not None:
+                self.on_tick(
+                    Stats(
+                        requests=state.requests,
+                        in_progress=state.in_progress,
+                        connections=len(state.connections),
+                        loop_lag=lag,
+                    )
+                )
+
+    async def _drain(self) -> None:
+        """Stop accepting, let in-flight requests finish, close the rest."""
+        state = self.state
+        assert state is not None
+        for server in self._servers:
+            server.close()
+        state.draining = True
+        for conn in list(state.connections):
+            conn.shutdown()
+        loop = asyncio.get_running_loop()
+        timeout = 0.0 if self._force else self.config.workers.graceful_timeout
+        deadline = loop.time() + timeout
+        while (state.connections or state.cycles) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+            if self._force:
+                break
+        if state.cycles:
+            logger.warning(
+                "cancelling %d request(s) still running after %gs",
+                len(state.cycles),
+                timeout,
+            )
+            tasks = [c.task for c in state.cycles if c.task is not None]
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks, timeout=1.0)
+        for conn in list(state.connections):
+            conn.transport.abort()
+        for server in self._servers:
+            await server.wait_closed()
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        state = self.state
+        if state is None:
+            return {}
+        return {"requests": state.requests, "connections": len(state.connections)}

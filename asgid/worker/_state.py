@@ -1,0 +1,60 @@
+"""What every connection of one worker shares: settings, the app, counters.
+
+Built once per worker from the ``Config``; the protocol reads plain attributes
+on the hot path instead of walking the settings dataclasses per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from ..config import Config
+from ._h1 import STATUS_LINES, ResponseDefaults
+from ._proxy import TrustedProxies
+
+if TYPE_CHECKING:
+    from ._protocol import Cycle, HttpProtocol
+    from ._types import ASGIApp
+
+
+class ServerState:
+    def __init__(self, config: Config, app: ASGIApp, loop: asyncio.AbstractEventLoop) -> None:
+        http = config.http
+        self.app = app
+        self.loop = loop
+        self.asgi_info = {"version": "3.0", "spec_version": "2.4"}
+        self.root_path = config.app.root_path
+        self.lifespan_state: dict[str, Any] = {}
+        self.defaults = ResponseDefaults(
+            server_header=http.server_header,
+            date_header=http.date_header,
+            headers=http.headers,
+        )
+        self.proxies = TrustedProxies(http.forwarded_allow_ips) if http.proxy_headers else None
+        self.access_log = config.logging.access_log
+        self.limit_concurrency = http.limit_concurrency
+        self.timeout_keep_alive = http.timeout_keep_alive
+        self.timeout_request_header = http.timeout_request_header
+        self.max_header_size = http.max_header_size
+        self.max_request_line = http.max_request_line
+        self.max_headers = http.max_headers
+        self.connections: set[HttpProtocol] = set()
+        self.cycles: set[Cycle] = set()
+        self.now = loop.time()
+        self.draining = False
+        self.requests = 0  # requests finished by this worker
+        self.in_progress = 0
+
+    def error_response(self, status: int, reason: str) -> bytes:
+        """A complete plain-text response that closes the connection."""
+        body = f"{STATUS_LINES[status][13:-2].decode()}: {reason}\n".encode("utf-8", "replace")
+        return b"".join(
+            (
+                STATUS_LINES[status],
+                self.defaults.suffix,
+                b"content-type: text/plain; charset=utf-8\r\n",
+                b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
+                body,
+            )
+        )
