@@ -88,10 +88,7 @@ def _read_dict_config(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-        if path.endswith(".toml"):
-            data = tomllib.loads(raw.decode("utf-8"))
-        else:
-            data = json.loads(raw)
+        data = tomllib.loads(raw.decode("utf-8")) if path.endswith(".toml") else json.loads(raw)
     except OSError as exc:
         raise ConfigError(f"cannot read {path!r}: {exc.strerror}", key="logging.config") from None
     except (ValueError, tomllib.TOMLDecodeError) as exc:

@@ -39,7 +39,7 @@ async def serve(
     owned = sockets is None
     listeners = bind_all(config.server, reuse_port=False) if sockets is None else sockets
     worker = Worker(config, app, ssl_context=make_ssl_context(config.server))
-    handled: list[int] = []
+    handled: list[signal.Signals] = []
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):

@@ -65,10 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
             group = groups[info.section] = parser.add_argument_group(f"[{info.section}]")
         help_text = meta.help.replace("%", "%%")
         if meta.kind.name == "boolean":
-            group.add_argument(*meta.flags, dest=info.path, action="store_const", const="true", help=help_text)
+            group.add_argument(
+                *meta.flags, dest=info.path, action="store_const", const="true", help=help_text
+            )
             negated = ["--no-" + f[2:] for f in meta.flags if f.startswith("--")]
             group.add_argument(
-                *negated, dest=info.path, action="store_const", const="false", help=argparse.SUPPRESS
+                *negated,
+                dest=info.path,
+                action="store_const",
+                const="false",
+                help=argparse.SUPPRESS,
             )
         else:
             group.add_argument(

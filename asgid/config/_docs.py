@@ -58,9 +58,7 @@ def render() -> str:
         default = _toml_value(info.default)
         if info.path == "workers.count":
             default = "1"
-        lines.append(
-            f"| `{info.key}` | {kind} | `{default}` | {flags} | {meta.help} |"
-        )
+        lines.append(f"| `{info.key}` | {kind} | `{default}` | {flags} | {meta.help} |")
     lines.append("")
     assert set(SECTIONS)  # every section is rendered above
     return "\n".join(lines)

@@ -80,9 +80,7 @@ def _read_toml(path: str) -> dict[str, Any]:
         match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
         line = int(match.group(1)) if match else None
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(
-            f"invalid TOML: {message}", source=path, line=line
-        ) from None
+        raise ConfigError(f"invalid TOML: {message}", source=path, line=line) from None
 
     values: dict[str, Any] = {}
     for section, table in data.items():
@@ -228,7 +226,7 @@ def parse_bind(address: str) -> BindAddress:
         try:
             fd = int(address[5:])
         except ValueError:
-            raise ValueError(f"expected fd://N with a file descriptor number, got {address!r}") from None
+            raise ValueError(f"expected fd://N with a descriptor number, got {address!r}") from None
         return BindAddress(fd=fd)
     host, sep, port_text = address.rpartition(":")
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:

@@ -247,9 +247,7 @@ class HttpSettings:
         'Proxies (IPs and CIDRs, or "*") whose forwarding headers are trusted.',
         "--forwarded-allow-ips",
     )
-    server_header: bool = setting(
-        _kinds.BOOL, True, "Send `Server: asgid`.", "--server-header"
-    )
+    server_header: bool = setting(_kinds.BOOL, True, "Send `Server: asgid`.", "--server-header")
     date_header: bool = setting(_kinds.BOOL, True, "Send a `Date` header.", "--date-header")
     headers: tuple[tuple[str, str], ...] = setting(
         _kinds.HEADERS,
@@ -289,9 +287,7 @@ class LoggingSettings:
         "--log-level",
         choices=("critical", "error", "warning", "info", "debug", "trace"),
     )
-    access_log: bool = setting(
-        _kinds.BOOL, True, "Log one line per request.", "--access-log"
-    )
+    access_log: bool = setting(_kinds.BOOL, True, "Log one line per request.", "--access-log")
     format: str = setting(
         _kinds.STR,
         "text",

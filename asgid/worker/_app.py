@@ -54,8 +54,10 @@ def import_target(target: str) -> Any:
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name) and (
-            exc.name == module_name or module_name.startswith(exc.name + ".")
+        if (
+            exc.name
+            and module_name.startswith(exc.name)
+            and (exc.name == module_name or module_name.startswith(exc.name + "."))
         ):
             raise AppLoadError(f"could not import module {module_name!r}") from None
         raise AppLoadError(_user_traceback(exc, f"error while importing {module_name!r}")) from None
@@ -66,9 +68,7 @@ def import_target(target: str) -> Any:
         try:
             obj = getattr(obj, attr)
         except AttributeError:
-            raise AppLoadError(
-                f"attribute {attrs!r} not found in module {module_name!r}"
-            ) from None
+            raise AppLoadError(f"attribute {attrs!r} not found in module {module_name!r}") from None
     return obj
 
 
@@ -86,7 +86,9 @@ def load_app(settings: AppSettings) -> ASGIApp:
         try:
             app = app()
         except Exception as exc:
-            raise AppLoadError(_user_traceback(exc, f"error calling factory {settings.target!r}")) from None
+            raise AppLoadError(
+                _user_traceback(exc, f"error calling factory {settings.target!r}")
+            ) from None
     if not callable(app):
         raise AppLoadError(f"{settings.target!r} is not callable (got {type(app).__name__})")
     interface = settings.interface
@@ -104,14 +106,13 @@ def is_asgi2(app: Any) -> bool:
     """
     if inspect.isclass(app):
         return not hasattr(app, "__await__")
-    call = app if inspect.isfunction(app) or inspect.ismethod(app) else getattr(app, "__call__", app)  # noqa: B004
+    is_plain = inspect.isfunction(app) or inspect.ismethod(app)
+    call = app if is_plain else type(app).__call__
     try:
         params = inspect.signature(call).parameters.values()
     except (TypeError, ValueError):
         return False
-    positional = [
-        p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     varargs = any(p.kind is p.VAR_POSITIONAL for p in params)
     return len(positional) == 1 and not varargs
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import http
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 
@@ -146,9 +146,7 @@ class ResponseDefaults:
         if server_header:
             static.append((b"server", b"asgid"))
         static.extend((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers)
-        self.names = frozenset(name for name, _ in static) | (
-            {b"date"} if date_header else set()
-        )
+        self.names = frozenset(name for name, _ in static) | ({b"date"} if date_header else set())
         self._static = static
         self.date_header = date_header
         self.suffix = b""
@@ -165,9 +163,7 @@ class ResponseDefaults:
         lines = [b"%s: %s\r\n" % pair for pair in self._static if pair[0] not in names]
         if self.date_header and b"date" not in names:
             lines.extend(
-                line + b"\r\n"
-                for line in self.suffix.split(b"\r\n")
-                if line.startswith(b"date: ")
+                line + b"\r\n" for line in self.suffix.split(b"\r\n") if line.startswith(b"date: ")
             )
         return b"".join(lines)
 
@@ -231,7 +227,7 @@ class Response:
 
     # -- messages ---------------------------------------------------------
 
-    def start(self, message: dict[str, Any]) -> None:
+    def start(self, message: Mapping[str, Any]) -> None:
         if self.started:
             raise InvalidMessage("http.response.start sent twice")
         status = message["status"]

@@ -23,6 +23,7 @@ import httptools
 
 from ._h1 import BadRequest, InvalidMessage, Response, check_head, split_target
 from ._proxy import apply_proxy_headers
+from ._types import Message
 
 if TYPE_CHECKING:
     from ._state import ServerState
@@ -445,7 +446,7 @@ class Cycle:
 
     # -- receive -------------------------------------------------------------
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Message:
         if self.expect_continue and not self.response.started and not self.disconnected:
             self.expect_continue = False
             self.conn.transport.write(CONTINUE)
@@ -475,7 +476,7 @@ class Cycle:
 
     # -- send ----------------------------------------------------------------
 
-    async def send(self, message: dict[str, Any]) -> None:
+    async def send(self, message: Message) -> None:
         if self.disconnected:
             raise ClientDisconnected("the client disconnected")
         response = self.response
@@ -502,7 +503,9 @@ class Cycle:
                 response.keep_alive = False  # the 100 was never sent: the body may follow
             conn.loop.call_soon(self._flush_head)
         elif kind == "http.response.trailers":
-            data = response.trailers(message.get("headers", ()), message.get("more_trailers", False))
+            data = response.trailers(
+                message.get("headers", ()), message.get("more_trailers", False)
+            )
             if data:
                 conn.transport.write(data)
             if response.complete:
@@ -523,7 +526,7 @@ class Cycle:
     async def _send_file(self, path: str) -> None:
         conn = self.conn
         try:
-            with open(path, "rb") as f:
+            with open(path, "rb") as f:  # noqa: ASYNC230 - a local file's open() does not block
                 size = os.fstat(f.fileno()).st_size
                 conn.transport.write(self.response.head_for_file(size))
                 if self.response.sends_body and size:

@@ -94,9 +94,7 @@ class Worker:
                 backlog=self.config.server.backlog,
             )
             self._servers.append(server)
-            logger.info(
-                "listening on %s://%s", "https" if tls else "http", describe(sock)
-            )
+            logger.info("listening on %s://%s", "https" if tls else "http", describe(sock))
         if on_ready is not None:
             on_ready()
         ticker = loop.create_task(self._tick())
