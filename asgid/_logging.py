@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import logging.config
+import re
 import sys
 import time
 from typing import Any
@@ -67,7 +68,13 @@ class JsonFormatter(logging.Formatter):
 def configure(settings: LoggingSettings) -> None:
     """Install asgid's handlers, or the user's dictConfig file instead."""
     if settings.config:
-        logging.config.dictConfig(_read_dict_config(settings.config))
+        try:
+            logging.config.dictConfig(_read_dict_config(settings.config))
+        except (ValueError, TypeError, AttributeError, ImportError) as exc:
+            # dictConfig wraps most problems in ValueError("Unable to configure ...")
+            raise ConfigError(
+                f"invalid logging config: {exc}", source=settings.config, key="logging.config"
+            ) from None
         return
     level = TRACE if settings.level == "trace" else getattr(logging, settings.level.upper())
     handler = logging.StreamHandler(sys.stderr)
@@ -90,11 +97,41 @@ def _read_dict_config(path: str) -> dict[str, Any]:
             raw = f.read()
         data = tomllib.loads(raw.decode("utf-8")) if path.endswith(".toml") else json.loads(raw)
     except OSError as exc:
-        raise ConfigError(f"cannot read {path!r}: {exc.strerror}", key="logging.config") from None
-    except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"invalid logging config {path!r}: {exc}", key="logging.config") from None
+        raise ConfigError(
+            f"cannot read the logging config: {exc.strerror}", source=path, key="logging.config"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"invalid JSON: {exc.msg} at column {exc.colno}",
+            source=path,
+            key="logging.config",
+            line=exc.lineno,
+        ) from None
+    except (ValueError, tomllib.TOMLDecodeError) as exc:  # TOML, or bytes that are not UTF-8
+        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
+        detail = re.sub(r"\s*\(at [^)]*\)", "", str(exc))
+        raise ConfigError(
+            f"invalid logging config: {detail}",
+            source=path,
+            key="logging.config",
+            line=int(match.group(1)) if match else None,
+        ) from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path!r} must hold a dictConfig mapping", key="logging.config")
+        raise ConfigError("expected a dictConfig mapping", source=path, key="logging.config")
     data.setdefault("version", 1)
     data.setdefault("disable_existing_loggers", False)
     return data
+
+
+def reopen_files() -> None:
+    """SIGUSR1: reopen every file a logging handler writes to (after logrotate)."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):
+            if isinstance(handler, logging.FileHandler):
+                handler.acquire()
+                try:
+                    handler.close()
+                    handler.stream = handler._open()
+                finally:
+                    handler.release()

@@ -17,13 +17,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import uvloop
-
 from . import _logging
-from ._run import serve
 from ._version import __version__
 from .config import Config, ConfigError, iter_settings, load_config
 from .config._load import bind_from_uvicorn
+from .supervisor import Master
 from .worker import AppLoadError, LifespanFailure, load_app
 
 EXIT_OK = 0
@@ -85,9 +83,14 @@ def build_parser() -> argparse.ArgumentParser:
                 choices=meta.choices or None,
                 help=help_text,
             )
-    # uvicorn flags asgid accepts for compatibility: it always runs uvloop + httptools.
+    # uvicorn flags asgid accepts for compatibility and ignores: it always runs
+    # uvloop + httptools, negotiates the newest TLS version and never colours logs.
     parser.add_argument("--loop", choices=("auto", "uvloop"), help=argparse.SUPPRESS)
     parser.add_argument("--http", choices=("auto", "httptools"), help=argparse.SUPPRESS)
+    parser.add_argument("--ssl-version", type=int, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--use-colors", "--no-use-colors", action="store_true", help=argparse.SUPPRESS
+    )
     return parser
 
 
@@ -120,7 +123,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        config = load_config(args.config, overrides_from_args(args))
+        overrides = overrides_from_args(args)
+        config = load_config(args.config, overrides)
         _logging.configure(config.logging)
     except ConfigError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
@@ -130,7 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_app(config.app)
             print(f"asgid: {args.config or 'configuration'} is valid; {config.app.target} imported")
             return EXIT_OK
-        return _serve(config)
+        return _serve(config, args.config, overrides)
     except AppLoadError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
         return EXIT_APP_LOAD
@@ -142,8 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
-def _serve(config: Config) -> int:
-    """One in-process worker (the supervisor forks many)."""
-    app = load_app(config.app)
-    uvloop.run(serve(app, config))
-    return EXIT_OK
+def _serve(config: Config, config_path: str | None, overrides: dict[str, Any]) -> int:
+    """Run the master, which forks and supervises the workers."""
+    return Master(config, config_path=config_path, overrides=overrides).run()

@@ -29,7 +29,9 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02) -> None:
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -65,7 +67,8 @@ class Server:
         return self.proc.pid
 
     def output(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_listening(self, timeout: float = 15.0) -> None:
@@ -162,3 +165,117 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# -- raw HTTP/1.1 over a socket, for tests that check exact bytes ---------------
+
+
+class RawResponse:
+    """One parsed response: status, ``(lower-cased name, value)`` headers, body, trailers."""
+
+    def __init__(self, head: bytes, body: bytes, trailers: list[tuple[str, str]]) -> None:
+        lines = head.decode("latin-1").split("\r\n")
+        self.version, _, rest = lines[0].partition(" ")
+        code, _, self.reason = rest.partition(" ")
+        self.status = int(code)
+        self.headers = [
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(":") for line in lines[1:] if line)
+        ]
+        self.head = head
+        self.body = body
+        self.trailers = trailers
+
+    def header(self, name: str) -> str | None:
+        values = [v for n, v in self.headers if n == name]
+        assert len(values) <= 1, f"{name} repeated: {values}"
+        return values[0] if values else None
+
+
+class RawConnection:
+    """A blocking client socket with a deadline on every read."""
+
+    def __init__(self, address: object, *, timeout: float = 5.0, family: int = socket.AF_INET):
+        self.sock = socket.socket(family, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(address)
+        self.buffer = b""
+
+    def __enter__(self) -> RawConnection:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def _fill(self) -> bool:
+        data = self.sock.recv(65536)
+        self.buffer += data
+        return bool(data)
+
+    def _take_until(self, marker: bytes) -> bytes:
+        while marker not in self.buffer:
+            if not self._fill():
+                raise EOFError(f"connection closed before {marker!r}; got {self.buffer!r}")
+        data, _, self.buffer = self.buffer.partition(marker)
+        return data
+
+    def _take(self, size: int) -> bytes:
+        while len(self.buffer) < size:
+            if not self._fill():
+                raise EOFError(f"connection closed with {size - len(self.buffer)} bytes missing")
+        data, self.buffer = self.buffer[:size], self.buffer[size:]
+        return data
+
+    def read_response(self, *, head_request: bool = False) -> RawResponse:
+        """Read one response (a ``100 Continue`` counts as one) and its whole body."""
+        head = self._take_until(b"\r\n\r\n")
+        response = RawResponse(head, b"", [])
+        if head_request or response.status < 200 or response.status in (204, 304):
+            return response
+        if response.header("transfer-encoding") == "chunked":
+            chunks = []
+            while True:
+                size = int(self._take_until(b"\r\n").split(b";")[0], 16)
+                if size == 0:
+                    break
+                chunks.append(self._take(size))
+                assert self._take(2) == b"\r\n"
+            trailer_block = self._take_until(b"\r\n") + b"\r\n"
+            while trailer_block != b"\r\n" and not trailer_block.endswith(b"\r\n\r\n"):
+                trailer_block += self._take_until(b"\r\n") + b"\r\n"
+            response.trailers = RawResponse(b"HTTP/1.1 200 \r\n" + trailer_block, b"", []).headers
+            response.body = b"".join(chunks)
+        elif response.header("content-length") is not None:
+            response.body = self._take(int(response.header("content-length") or 0))
+        else:
+            response.body = self.read_until_closed()
+        return response
+
+    def read_until_closed(self) -> bytes:
+        """Everything up to the server's FIN (a reset counts as a close)."""
+        try:
+            while self._fill():
+                pass
+        except ConnectionResetError:
+            pass
+        data, self.buffer = self.buffer, b""
+        return data
+
+    def is_closed_by_server(self) -> bool:
+        """True if the server closed (EOF or reset) before the socket timeout."""
+        try:
+            return not self.sock.recv(65536)
+        except ConnectionResetError:
+            return True
+        except TimeoutError:
+            return False
+
+
+def raw_request(server: Server, data: bytes, *, timeout: float = 5.0) -> RawResponse:
+    """Send ``data`` on a fresh connection and read one response."""
+    with RawConnection((server.host, server.port), timeout=timeout) as conn:
+        conn.send(data)
+        return conn.read_response()

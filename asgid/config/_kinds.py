@@ -147,7 +147,12 @@ def _worker_count(value: Any) -> int:
 
 def _worker_count_text(text: str) -> int:
     text = text.strip()
-    return _worker_count("auto" if text == "auto" else _int_text(text))
+    if text == "auto":
+        return _worker_count(text)
+    try:
+        return _worker_count(int(text))
+    except ValueError:
+        raise _expected('a positive integer or "auto"', text) from None
 
 
 def parse_size(value: Any) -> int:

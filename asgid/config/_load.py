@@ -49,6 +49,9 @@ class ConfigError(Exception):
 
 SETTINGS: dict[str, SettingInfo] = {info.path: info for info in iter_settings()}
 
+# Where a value was set: (the file, ``$ASGID_...`` or "command line"; the line in the file).
+Origin = tuple[str, int | None]
+
 
 def load_config(
     path: str | None = None,
@@ -57,17 +60,19 @@ def load_config(
 ) -> Config:
     """Read ``path`` (if any), apply environment and ``overrides``, validate."""
     values: dict[str, Any] = {}
+    origins: dict[str, Origin] = {}  # where each value that is not a default came from
     if path:
-        values.update(_read_toml(path))
-    values.update(_read_environ(os.environ if environ is None else environ))
+        values.update(_read_toml(path, origins))
+    values.update(_read_environ(os.environ if environ is None else environ, origins))
     for key, value in (overrides or {}).items():
         values[key] = _check(SETTINGS[key], value, source="command line")
+        origins[key] = ("command line", None)
     config = _build(values)
-    validate(config, source=path or "command line")
+    validate(config, source=path or "command line", origins=origins)
     return config
 
 
-def _read_toml(path: str) -> dict[str, Any]:
+def _read_toml(path: str, origins: dict[str, Origin] | None = None) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -77,10 +82,16 @@ def _read_toml(path: str) -> dict[str, Any]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        match = re.search(r"\(at line (\d+), column \d+\)", str(exc))
-        line = int(match.group(1)) if match else None
-        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
-        raise ConfigError(f"invalid TOML: {message}", source=path, line=line) from None
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        if match:
+            bad_line = int(match.group(1))
+            message = f"{str(exc)[: match.start()].rstrip()} at column {match.group(2)}"
+        else:  # "(at end of document)": blame the statement left open, not the last line
+            bad_line = _last_statement(text)
+            message = re.sub(r"\s*\(at end of document\)", " at the end of the file", str(exc))
+        raise ConfigError(
+            f"invalid TOML: {message}", source=path, key=_key_at(text, bad_line), line=bad_line
+        ) from None
 
     values: dict[str, Any] = {}
     for section, table in data.items():
@@ -103,8 +114,11 @@ def _read_toml(path: str) -> dict[str, Any]:
             info = SETTINGS.get(dotted)
             if info is None:
                 known = [f.name for f in dataclasses.fields(SECTIONS[section])]
+                hint = _suggest(key, known)
+                if key in SECTIONS and not hint:
+                    hint = f" (did you mean the [{key}] table?)"
                 raise ConfigError(
-                    f"unknown setting{_suggest(key, known)}",
+                    f"unknown setting{hint}",
                     source=path,
                     key=dotted,
                     line=line,
@@ -113,10 +127,14 @@ def _read_toml(path: str) -> dict[str, Any]:
                 values[dotted] = _check(info, info.meta.kind.from_toml(value))
             except ValueError as exc:
                 raise ConfigError(str(exc), source=path, key=dotted, line=line) from None
+            if origins is not None:
+                origins[dotted] = (path, line)
     return values
 
 
-def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+def _read_environ(
+    environ: Mapping[str, str], origins: dict[str, Origin] | None = None
+) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for name, text in environ.items():
         if not name.startswith(ENV_PREFIX):
@@ -129,6 +147,8 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, Any]:
             values[dotted] = _check(info, info.meta.kind.from_text(text))
         except ValueError as exc:
             raise ConfigError(str(exc), source=f"${name}", key=dotted) from None
+        if origins is not None:
+            origins[dotted] = (f"${name}", None)
     return values
 
 
@@ -157,11 +177,16 @@ def _build(values: Mapping[str, Any]) -> Config:
     return Config(**sections)
 
 
-def validate(config: Config, *, source: str) -> None:
-    """Checks that need more than one value, or more than the value's kind."""
+def validate(config: Config, *, source: str, origins: Mapping[str, Origin] | None = None) -> None:
+    """Checks that need more than one value, or more than the value's kind.
+
+    ``origins`` maps a key to where its value was set (file and line, an
+    environment variable, the command line); other keys are blamed on ``source``.
+    """
 
     def fail(key: str, message: str) -> None:
-        raise ConfigError(message, source=source, key=key)
+        where, line = (origins or {}).get(key, (source, None))
+        raise ConfigError(message, source=where, key=key, line=line)
 
     if not config.app.target:
         fail("app.target", "no application given: expected `module:attribute`")
@@ -180,7 +205,7 @@ def validate(config: Config, *, source: str) -> None:
     except ValueError:
         fail("server.uds_mode", f"expected octal permission bits, got {config.server.uds_mode!r}")
     if config.server.ssl_keyfile and not config.server.ssl_certfile:
-        fail("server.ssl_certfile", "ssl_keyfile is set but ssl_certfile is not")
+        fail("server.ssl_keyfile", "ssl_keyfile is set but ssl_certfile is not")
     if config.server.ssl_cert_reqs > 2:
         fail("server.ssl_cert_reqs", "expected 0, 1 or 2")
     for entry in config.http.forwarded_allow_ips:
@@ -190,6 +215,11 @@ def validate(config: Config, *, source: str) -> None:
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             fail("http.forwarded_allow_ips", f"expected an IP, a CIDR or '*', got {entry!r}")
+    if config.process.umask:
+        try:
+            int(config.process.umask, 8)
+        except ValueError:
+            fail("process.umask", f"expected octal bits, got {config.process.umask!r}")
     if config.metrics.bind:
         try:
             parse_bind(config.metrics.bind)
@@ -253,6 +283,8 @@ def _find_line(text: str, section: str | None, key: str | None) -> int | None:
             current = header.group(1)
             if key is None and current == section:
                 return number
+            if key is not None and current.split(".")[:2] == [section, key]:
+                return number  # [section.key] or [section.key.more]
             continue
         if key is None:
             continue
@@ -262,11 +294,41 @@ def _find_line(text: str, section: str | None, key: str | None) -> int | None:
         name = match.group(1)
         if section is None and current == "" and name.split(".")[0] == key:
             return number
-        if current == section and name == key:
+        if current == section and name.split(".")[0] == key:
             return number
-        if current == "" and name == f"{section}.{key}":
+        if current == "" and name.split(".")[:2] == [section, key]:
             return number
     return None
+
+
+def _key_at(text: str, line: int) -> str:
+    """The key path written on ``line`` (1-based), or the table it is in."""
+    current = ""
+    for number, content in enumerate(text.splitlines(), 1):
+        stripped = content.strip()
+        header = re.match(r"^\[\s*([^\]\s]+)\s*\]", stripped)
+        if number == line:
+            if header:
+                return header.group(1)
+            if stripped.startswith("["):  # a broken table header: name what it declares
+                broken = re.match(r"^\[+\s*([A-Za-z0-9_.-]+)", stripped)
+                return broken.group(1) if broken else ""
+            match = re.match(r'^"?([A-Za-z0-9_.-]+)"?\s*=', stripped)
+            if match:
+                return f"{current}.{match.group(1)}" if current else match.group(1)
+            return current
+        if header:
+            current = header.group(1)
+    return current
+
+
+def _last_statement(text: str) -> int:
+    """The line of the last key or table header: where an unclosed value begins."""
+    last = 1
+    for number, content in enumerate(text.splitlines(), 1):
+        if re.match(r'^\s*(\[|"?[A-Za-z0-9_.-]+"?\s*=)', content):
+            last = number
+    return last
 
 
 def bind_from_uvicorn(
@@ -299,10 +361,28 @@ def keyword_names() -> dict[str, str]:
     return names
 
 
+# uvicorn.run() keywords asgid accepts and ignores (with the values it accepts):
+# it always runs uvloop + httptools, negotiates the newest TLS version, never colours.
+_IGNORED_KWARGS: dict[str, tuple[Any, ...]] = {
+    "loop": ("auto", "uvloop"),
+    "http": ("auto", "httptools"),
+    "ssl_version": (),
+    "use_colors": (),
+}
+
+
 def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Turn ``asgid.run(..., port=8001, workers=2)`` keywords into overrides."""
     names = keyword_names()
     values = dict(kwargs)
+    for name, accepted in _IGNORED_KWARGS.items():
+        if name in values and accepted and values[name] not in accepted:
+            raise ConfigError(
+                f"expected one of {', '.join(map(str, accepted))}, got {values[name]!r}",
+                source="run()",
+                key=name,
+            )
+        values.pop(name, None)
     uvicorn = {k: values.pop(k) for k in ("host", "port", "uds", "fd") if k in values}
     overrides: dict[str, Any] = {}
     if uvicorn:

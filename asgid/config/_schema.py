@@ -159,6 +159,7 @@ class WorkersSettings:
         0,
         "Add a random 0..N to `max_requests` per worker so they do not recycle together.",
         "--max-requests-jitter",
+        "--limit-max-requests-jitter",
         minimum=0,
     )
     timeout: float = setting(
@@ -304,6 +305,23 @@ class LoggingSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ProcessSettings:
+    user: str = setting(
+        _kinds.STR,
+        "",
+        "Run workers as this user (name or uid); the master keeps its own.",
+        "--user",
+    )
+    group: str = setting(_kinds.STR, "", "Run workers with this group (name or gid).", "--group")
+    umask: str = setting(
+        _kinds.STR, "", 'File mode creation mask of workers (octal, e.g. "022").', "--umask"
+    )
+    pidfile: str = setting(
+        _kinds.STR, "", "The master writes its pid here and removes it on exit.", "--pidfile"
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration: one frozen section per TOML table."""
 
@@ -314,6 +332,7 @@ class Config:
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
+    process: ProcessSettings = field(default_factory=ProcessSettings)
 
     def replace(self, **sections: Any) -> Config:
         return dataclasses.replace(self, **sections)

@@ -273,6 +273,10 @@ class Response:
                 "http.response.body sent "
                 + ("after the body completed" if self.started else "before http.response.start")
             )
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise InvalidMessage(
+                f"http.response.body: 'body' must be bytes, not {type(body).__name__}"
+            )
         self.body_bytes += len(body)
         head = self._head
         if head is not None:

@@ -1,0 +1,5 @@
+"""The master: sockets, worker processes, health, reloads, systemd."""
+
+from ._master import Master
+
+__all__ = ["Master"]

@@ -1,0 +1,169 @@
+"""The forked worker process: set it up, serve, report to the master, exit.
+
+``worker_main`` runs in the child right after ``fork()`` and never returns.
+It imports the application (so a reload picks up new code), drops privileges,
+then runs a ``Worker`` on a fresh uvloop. The event loop (not a thread) sends
+the heartbeats, so they stop when the loop is blocked. The worker stops
+gracefully on SIGTERM, quickly on SIGQUIT, and by itself when the master's
+end of the channel closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import faulthandler
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from typing import NoReturn
+
+import setproctitle
+import uvloop
+
+from .. import _logging
+from .._sockets import make_ssl_context
+from ..config import Config
+from ..worker import AppLoadError, LifespanFailure, Stats, Worker, load_app
+from . import _messages as msg
+
+logger = logging.getLogger("asgid.error")
+
+EXIT_BOOT = 3
+EXIT_APP_LOAD = 4
+
+
+def worker_main(
+    *, slot: int, config: Config, sockets: list[socket.socket], channel: socket.socket
+) -> NoReturn:
+    code = 1
+    try:
+        code = _run(slot, config, sockets, channel)
+    except BaseException:
+        logger.exception("worker %d crashed", slot)
+    finally:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socket.socket) -> int:
+    signal.set_wakeup_fd(-1)
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)  # the master decides; a terminal's ^C reaches it
+    for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1):
+        signal.signal(signum, signal.SIG_DFL)
+    faulthandler.enable(file=sys.stderr, all_threads=True)  # SIGABRT from the master dumps stacks
+    _logging.set_role(f"worker {slot}")
+    setproctitle.setproctitle(f"asgid: worker {slot} [{config.app.target}]")
+    channel.setblocking(False)
+    _drop_privileges(config)
+
+    def report(kind: str, **data: object) -> bool:
+        try:
+            channel.send(msg.encode(kind, **data))
+        except BlockingIOError:
+            pass  # the master is behind; the next heartbeat will do
+        except OSError:
+            return False
+        return True
+
+    try:
+        app = load_app(config.app)
+    except AppLoadError as exc:
+        report(msg.BOOT_FAILED, code=EXIT_APP_LOAD, message=str(exc))
+        return EXIT_APP_LOAD
+    try:
+        uvloop.run(_serve(slot, config, app, sockets, channel, report))
+    except LifespanFailure as exc:
+        report(msg.BOOT_FAILED, code=EXIT_BOOT, message=f"application startup failed: {exc}")
+        return EXIT_BOOT
+    return 0
+
+
+async def _serve(
+    slot: int,
+    config: Config,
+    app: object,
+    sockets: list[socket.socket],
+    channel: socket.socket,
+    report: object,
+) -> None:
+    assert callable(report)
+    loop = asyncio.get_running_loop()
+    limit = 0
+    if config.workers.max_requests:
+        limit = config.workers.max_requests + random.randint(0, config.workers.max_requests_jitter)
+    master = os.getppid()
+    due_sent = False
+    worker: Worker
+
+    def on_tick(stats: Stats) -> None:
+        nonlocal due_sent
+        alive = report(
+            msg.HEARTBEAT,
+            requests=stats.requests,
+            in_progress=stats.in_progress,
+            connections=stats.connections,
+            lag=round(stats.loop_lag, 6),
+        )
+        if not alive or os.getppid() != master:
+            logger.warning("the master is gone; stopping")
+            worker.stop()
+        elif limit and stats.requests >= limit and not due_sent:
+            due_sent = True
+            logger.info(
+                "served %d requests (max_requests %d); asking to be replaced", stats.requests, limit
+            )
+            report(msg.DUE, reason="max_requests")
+
+    def on_channel() -> None:
+        try:
+            data = channel.recv(4096)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(channel.fileno())
+            logger.warning("the master is gone; stopping")
+            worker.stop()
+
+    worker = Worker(
+        config,
+        app,  # type: ignore[arg-type]
+        ssl_context=make_ssl_context(config.server),
+        on_tick=on_tick,
+    )
+    loop.add_signal_handler(signal.SIGTERM, worker.stop)
+    loop.add_signal_handler(signal.SIGQUIT, lambda: worker.stop(force=True))
+    loop.add_signal_handler(signal.SIGUSR1, _logging.reopen_files)
+    loop.add_reader(channel.fileno(), on_channel)
+    await worker.serve(sockets, on_ready=lambda: report(msg.READY))
+
+
+def _drop_privileges(config: Config) -> None:
+    process = config.process
+    if process.umask:
+        os.umask(int(process.umask, 8))
+    if process.group:
+        import grp
+
+        gid = int(process.group) if process.group.isdigit() else grp.getgrnam(process.group).gr_gid
+        os.setgroups([gid])
+        os.setgid(gid)
+    if process.user:
+        import pwd
+
+        if process.user.isdigit():
+            uid = int(process.user)
+        else:
+            entry = pwd.getpwnam(process.user)
+            uid = entry.pw_uid
+            if not process.group:
+                os.setgroups([entry.pw_gid])
+                os.setgid(entry.pw_gid)
+        os.setuid(uid)

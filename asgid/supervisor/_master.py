@@ -1,0 +1,490 @@
+"""The master process: sockets, forking, signals, and the select loop.
+
+The master is deliberately boring: no asyncio loop and no threads, so forking
+is always safe. Signal handlers do nothing; ``signal.set_wakeup_fd`` writes
+each signal's number into a pipe the loop selects on. Every decision is made
+by ``_core.Supervisor``; this module feeds it events (signals, worker messages,
+exits, the monotonic clock) and carries out the actions it returns.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import psutil
+import setproctitle
+
+from .. import _logging
+from .._sockets import bind_socket, describe
+from ..config import Config, ConfigError, load_config, parse_bind
+from . import _core
+from . import _messages as msg
+from ._child import worker_main
+from ._systemd import Notifier, listen_fds
+
+logger = logging.getLogger("asgid.error")
+
+HANDLED_SIGNALS = (
+    signal.SIGHUP,
+    signal.SIGTERM,
+    signal.SIGINT,
+    signal.SIGQUIT,
+    signal.SIGTTIN,
+    signal.SIGTTOU,
+    signal.SIGUSR1,
+    signal.SIGCHLD,
+)
+MEMORY_CHECK_SECONDS = 5.0
+
+
+def worker_count(config: Config) -> int:
+    return config.workers.count or os.cpu_count() or 1
+
+
+def timeouts(config: Config) -> _core.Timeouts:
+    w = config.workers
+    return _core.Timeouts(heartbeat=w.timeout, boot=w.boot_timeout, graceful=w.graceful_timeout)
+
+
+class Listeners:
+    """The master's listening sockets, kept open for its whole life.
+
+    With ``reuse_port`` each TCP address gets one SO_REUSEPORT socket per
+    worker slot, and a slot's replacement inherits the same socket, so the
+    connections queued on it are served rather than reset. Unix sockets,
+    inherited fds and systemd's sockets are shared by all workers.
+    """
+
+    def __init__(self, inherited: list[socket.socket] | None = None) -> None:
+        self.inherited = inherited or []
+        self.shared: dict[str, socket.socket] = {}
+        self.per_slot: dict[str, dict[int, socket.socket]] = {}
+        self.ports: dict[str, int] = {}
+        self._settings: Any = None
+
+    def configure(self, config: Config) -> None:
+        """Bind what ``config`` adds; close (the master's copy of) what it drops.
+
+        Workers hold their own copies, so a dropped listener stays open until
+        the workers that use it have drained.
+        """
+        server = config.server
+        self._settings = server
+        if self.inherited:
+            return
+        wanted = set(server.bind)
+        reuse = server.reuse_port and hasattr(socket, "SO_REUSEPORT")
+        for address in server.bind:
+            parsed = parse_bind(address)
+            per_slot = reuse and not parsed.path and parsed.fd < 0
+            if per_slot and address not in self.per_slot:
+                self.per_slot[address] = {}
+            if per_slot:
+                for slot in range(worker_count(config)):
+                    self.for_slot_address(address, slot)
+            elif not per_slot and address not in self.shared:
+                self.shared[address] = bind_socket(
+                    parsed,
+                    backlog=server.backlog,
+                    reuse_port=False,
+                    uds_mode=int(server.uds_mode, 8),
+                )
+        for address in [a for a in self.shared if a not in wanted]:
+            self.shared.pop(address).close()
+        for address in [a for a in self.per_slot if a not in wanted]:
+            for sock in self.per_slot.pop(address).values():
+                sock.close()
+
+    def for_slot_address(self, address: str, slot: int) -> socket.socket:
+        sockets = self.per_slot[address]
+        sock = sockets.get(slot)
+        if sock is None:
+            parsed = parse_bind(address)
+            if parsed.port == 0 and address in self.ports:
+                parsed = type(parsed)(host=parsed.host, port=self.ports[address])
+            sock = bind_socket(parsed, backlog=self._settings.backlog, reuse_port=True)
+            self.ports[address] = sock.getsockname()[1]
+            sockets[slot] = sock
+        return sock
+
+    def for_slot(self, slot: int) -> list[socket.socket]:
+        if self.inherited:
+            return list(self.inherited)
+        result = list(self.shared.values())
+        result += [self.for_slot_address(address, slot) for address in self.per_slot]
+        return result
+
+    def retire_slot(self, slot: int) -> None:
+        for sockets in self.per_slot.values():
+            sock = sockets.pop(slot, None)
+            if sock is not None:
+                sock.close()
+
+    def all(self) -> list[socket.socket]:
+        result = list(self.inherited) + list(self.shared.values())
+        for sockets in self.per_slot.values():
+            result += sockets.values()
+        return result
+
+    def describe(self) -> list[str]:
+        seen: list[str] = []
+        for sock in self.inherited + list(self.shared.values()):
+            seen.append(describe(sock))
+        for address, sockets in self.per_slot.items():
+            if sockets:
+                first = next(iter(sockets.values()))
+                seen.append(f"{describe(first)} (SO_REUSEPORT, one socket per worker)")
+            else:
+                seen.append(address)
+        return seen
+
+    def close(self) -> None:
+        for sock in self.all():
+            sock.close()
+        for address in list(self.shared):
+            parsed = parse_bind(address)
+            if parsed.path:
+                with contextlib.suppress(OSError):
+                    os.unlink(parsed.path)
+        self.shared.clear()
+        self.per_slot.clear()
+
+
+class Master:
+    def __init__(
+        self,
+        config: Config,
+        *,
+        config_path: str | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.previous_config = config
+        self.config_path = config_path
+        self.overrides = dict(overrides or {})
+        self.core = _core.Supervisor(worker_count(config), timeouts(config))
+        self.notifier = Notifier()
+        self.selector = selectors.DefaultSelector()
+        self.channels: dict[int, socket.socket] = {}  # pid -> master end of the socketpair
+        self.decoders: dict[int, msg.Decoder] = {}
+        self.listeners = Listeners()
+        self.exit_code: int | None = None
+        self._wakeup_r = self._wakeup_w = -1
+        self._next_memory_check = 0.0
+        self._next_watchdog = 0.0
+        self.started_at = time.time()
+
+    # -- running ------------------------------------------------------------------
+
+    def run(self) -> int:
+        title = self.config_path or self.config.app.target
+        setproctitle.setproctitle(f"asgid: master [{title}]")
+        _logging.set_role("master")
+        inherited = [socket.socket(fileno=fd) for fd in listen_fds()]
+        self.listeners = Listeners(inherited)
+        try:
+            self.listeners.configure(self.config)
+        except OSError as exc:
+            print(f"asgid: error: cannot bind: {exc}", file=sys.stderr)
+            return 1
+        for line in self.listeners.describe():
+            logger.info("listening on %s", line)
+        self._write_pidfile()
+        self._install_signals()
+        try:
+            logger.info(
+                "master started (pid %d), %d worker(s) for %s",
+                os.getpid(),
+                self.core.count,
+                self.config.app.target,
+            )
+            self._execute(self.core.start())
+            while self.exit_code is None:
+                self._step()
+        finally:
+            self._cleanup()
+        return self.exit_code
+
+    def _step(self) -> None:
+        now = time.monotonic()
+        timeout = 1.0
+        deadline = self.core.next_deadline()
+        if deadline is not None:
+            timeout = min(timeout, max(0.0, deadline - now))
+        for key, _ in self.selector.select(timeout):
+            if key.fd == self._wakeup_r:
+                self._read_signals()
+            else:
+                self._read_channel(key.data)
+        self._reap()
+        now = time.monotonic()
+        self._execute(self.core.tick(now))
+        if self.config.workers.max_memory and now >= self._next_memory_check:
+            self._next_memory_check = now + MEMORY_CHECK_SECONDS
+            self._check_memory(now)
+        if self.notifier.watchdog_interval and now >= self._next_watchdog:
+            self._next_watchdog = now + self.notifier.watchdog_interval
+            self.notifier.watchdog()
+
+    # -- events -----------------------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, _record_signal)
+        self.selector.register(self._wakeup_r, selectors.EVENT_READ)
+
+    def _read_signals(self) -> None:
+        try:
+            data = os.read(self._wakeup_r, 4096)
+        except BlockingIOError:
+            return
+        for signum in data:
+            handler = _SIGNAL_HANDLERS.get(signum)
+            if handler is not None:
+                handler(self)
+
+    def handle_sighup(self) -> None:
+        self.reload()
+
+    def handle_sigterm(self) -> None:
+        self._execute(self.core.shutdown(time.monotonic(), graceful=True))
+
+    handle_sigint = handle_sigterm
+
+    def handle_sigquit(self) -> None:
+        self._execute(self.core.shutdown(time.monotonic(), graceful=False))
+
+    def handle_sigttin(self) -> None:
+        self._execute(self.core.scale(+1, time.monotonic()))
+
+    def handle_sigttou(self) -> None:
+        before = set(self.core.slots)
+        self._execute(self.core.scale(-1, time.monotonic()))
+        for slot in before - set(self.core.slots):
+            self.listeners.retire_slot(slot)
+
+    def handle_sigusr1(self) -> None:
+        logger.info("reopening log files")
+        _logging.reopen_files()
+        for pid in self.channels:
+            self._kill(pid, signal.SIGUSR1)
+
+    def handle_sigchld(self) -> None:
+        pass  # reaping happens on every step
+
+    def reload(self) -> None:
+        logger.info("SIGHUP: reloading %s", self.config_path or "the configuration")
+        if self.core.stopping:
+            return
+        try:
+            config = load_config(self.config_path, self.overrides)
+            self.listeners.configure(config)
+        except (ConfigError, OSError) as exc:
+            logger.error("reload aborted, still serving the previous configuration: %s", exc)
+            self.core.last_reload = "failed (configuration)"
+            self.notifier.status(self.core.status())
+            return
+        self.previous_config, self.config = self.config, config
+        self.core.timeouts = timeouts(config)
+        with contextlib.suppress(ConfigError):
+            _logging.configure(config.logging)
+        self._execute(self.core.reload(worker_count(config), time.monotonic()))
+
+    def _read_channel(self, pid: int) -> None:
+        channel = self.channels.get(pid)
+        if channel is None:
+            return
+        try:
+            data = channel.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._close_channel(pid)
+            return
+        try:
+            messages = self.decoders[pid].feed(data)
+        except msg.FrameError as exc:
+            logger.error("worker pid %d sent garbage (%s); killing it", pid, exc)
+            self._kill(pid, signal.SIGKILL)
+            return
+        now = time.monotonic()
+        for message in messages:
+            if message.type == msg.HEARTBEAT:
+                self.core.heartbeat(pid, now, message.data)
+            elif message.type == msg.READY:
+                self._execute(self.core.ready(pid, now))
+            elif message.type == msg.DUE:
+                reason = str(message.data.get("reason", _core.MAX_REQUESTS))
+                self._execute(self.core.due(pid, reason, now))
+            elif message.type == msg.BOOT_FAILED:
+                self.core.boot_failed(
+                    pid, int(message.data.get("code", 3)), str(message.data.get("message", ""))
+                )
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            # Read what the worker said last (READY/BOOT_FAILED) before its exit.
+            if pid in self.channels:
+                self._read_channel(pid)
+            self._close_channel(pid)
+            code = os.waitstatus_to_exitcode(status)
+            self._execute(self.core.exited(pid, code, time.monotonic()))
+
+    def _check_memory(self, now: float) -> None:
+        limit = self.config.workers.max_memory
+        for worker in self.core.live():
+            if worker.state is not _core.State.READY:
+                continue
+            try:
+                rss = psutil.Process(worker.pid).memory_info().rss
+            except psutil.Error:
+                continue
+            if rss > limit:
+                logger.warning(
+                    "worker %d (pid %d) uses %d MiB, above max_memory %d MiB",
+                    worker.slot,
+                    worker.pid,
+                    rss >> 20,
+                    limit >> 20,
+                )
+                self._execute(self.core.due(worker.pid, _core.MEMORY, now))
+
+    # -- actions ------------------------------------------------------------------------
+
+    def _execute(self, actions: list[_core.Action]) -> None:
+        for action in actions:
+            if isinstance(action, _core.Spawn):
+                self._spawn(action.slot, action.generation)
+            elif isinstance(action, _core.Kill):
+                self._kill(action.pid, action.signal)
+            elif isinstance(action, _core.Log):
+                getattr(logger, action.level)(action.message)
+            elif isinstance(action, _core.Notify):
+                self._notify(action)
+            elif isinstance(action, _core.ReloadDone):
+                if not action.success:
+                    self.config = self.previous_config
+            elif isinstance(action, _core.Exit):
+                if action.message:
+                    print(f"asgid: error: {action.message}", file=sys.stderr, flush=True)
+                self.exit_code = action.code
+                return
+
+    def _notify(self, action: _core.Notify) -> None:
+        if action.state == "READY":
+            self.notifier.ready(action.status)
+        elif action.state == "RELOADING":
+            self.notifier.reloading(action.status)
+        elif action.state == "STOPPING":
+            self.notifier.stopping(action.status)
+
+    def _kill(self, pid: int, signum: int) -> None:
+        try:
+            os.kill(pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def _spawn(self, slot: int, generation: int) -> None:
+        config = self.config
+        sockets = self.listeners.for_slot(slot)
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child process, measured by the process tests
+            try:
+                parent.close()
+                self._close_in_child(keep=sockets)
+                worker_main(slot=slot, config=config, sockets=sockets, channel=child)
+            finally:
+                os._exit(1)
+        child.close()
+        parent.setblocking(False)
+        self.channels[pid] = parent
+        self.decoders[pid] = msg.Decoder()
+        self.selector.register(parent, selectors.EVENT_READ, data=pid)
+        self.core.spawned(pid, slot, generation, time.monotonic())
+        logger.info("worker %d booting (pid %d)", slot, pid)
+
+    def _close_in_child(self, keep: list[socket.socket]) -> None:
+        """In a new worker: drop the master's fds the worker must not hold."""
+        signal.set_wakeup_fd(-1)
+        for fd in (self._wakeup_r, self._wakeup_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        for channel in self.channels.values():
+            channel.close()
+        kept = {sock.fileno() for sock in keep}
+        for sock in self.listeners.all():
+            if sock.fileno() not in kept:
+                sock.close()
+        self.selector.close()
+        self.notifier.close()
+
+    def _close_channel(self, pid: int) -> None:
+        channel = self.channels.pop(pid, None)
+        self.decoders.pop(pid, None)
+        if channel is not None:
+            with contextlib.suppress(KeyError, ValueError):
+                self.selector.unregister(channel)
+            channel.close()
+
+    def _write_pidfile(self) -> None:
+        path = self.config.process.pidfile
+        if not path:
+            return
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{os.getpid()}\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+
+    def _cleanup(self) -> None:
+        for pid in list(self.channels):
+            self._kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 5
+        while self.channels and time.monotonic() < deadline:
+            try:
+                pid, _ = os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+            self._close_channel(pid)
+        signal.set_wakeup_fd(-1)
+        for signum in HANDLED_SIGNALS:
+            signal.signal(signum, signal.SIG_DFL)
+        self.listeners.close()
+        self.selector.close()
+        self.notifier.close()
+        if self.config.process.pidfile:
+            with contextlib.suppress(OSError):
+                os.unlink(self.config.process.pidfile)
+        for fd in (self._wakeup_r, self._wakeup_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _record_signal(signum: int, frame: object) -> None:
+    """Signals are dispatched from the wakeup pipe by the loop; nothing happens here."""
+
+
+_SIGNAL_HANDLERS = {
+    int(signum): getattr(Master, f"handle_{signum.name.lower()}") for signum in HANDLED_SIGNALS
+}
