@@ -84,9 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
                 help=help_text,
             )
     # uvicorn flags asgid accepts for compatibility and ignores: it always runs
-    # uvloop + httptools, negotiates the newest TLS version and never colours logs.
+    # uvloop + httptools + websockets, negotiates the newest TLS version and never colours logs.
     parser.add_argument("--loop", choices=("auto", "uvloop"), help=argparse.SUPPRESS)
     parser.add_argument("--http", choices=("auto", "httptools"), help=argparse.SUPPRESS)
+    parser.add_argument("--ws", choices=("auto", "websockets"), help=argparse.SUPPRESS)
     parser.add_argument("--ssl-version", type=int, help=argparse.SUPPRESS)
     parser.add_argument(
         "--use-colors", "--no-use-colors", action="store_true", help=argparse.SUPPRESS

@@ -338,13 +338,15 @@ class Server:
             self._log.close()
 
 
-def describe(proc: psutil.Process) -> str:
+def describe(proc: psutil.Process, root_pid: int) -> str:
+    """``"<process title> (server's own process|child of the server process)"``."""
+    role = "the process started" if proc.pid == root_pid else "child of the process started"
     with contextlib.suppress(psutil.Error):
-        cmd = " ".join(proc.cmdline()) or proc.name()
-        if len(cmd) > 70:
-            cmd = cmd[:67] + "..."
-        return f"pid {proc.pid}: {cmd}"
-    return f"pid {proc.pid}"
+        words = " ".join(proc.cmdline()).replace(sys.executable, "python").split()
+        if words[:2] == ["python", "-m"]:
+            words = words[:4]  # python -m <server> <app>
+        return f"{' '.join(words) or proc.name()} ({role})"
+    return f"pid {proc.pid} ({role})"
 
 
 def rss_of(procs: list[psutil.Process]) -> int:
@@ -355,13 +357,18 @@ def rss_of(procs: list[psutil.Process]) -> int:
     return total
 
 
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    total = 0.0
+def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
+    """CPU seconds (user + system) used so far, by PID."""
+    times = {}
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             t = proc.cpu_times()
-            total += t.user + t.system
-    return total
+            times[proc.pid] = t.user + t.system
+    return times
+
+
+def pids_alive(procs: list[psutil.Process]) -> bool:
+    return all(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
 
 
 # -- wrk ------------------------------------------------------------------------
@@ -501,6 +508,7 @@ def measure(
             )
         loadavg = os.getloadavg()[0]
         tree = server.tree()
+        tree_pids = {p.pid for p in tree}
         cpu_before = cpu_seconds(tree)
         cores_before = psutil.cpu_times(percpu=True)
         t0 = time.monotonic()
@@ -514,7 +522,16 @@ def measure(
         )
         elapsed = time.monotonic() - t0
         cores_after = psutil.cpu_times(percpu=True)
-        server_cpu = (cpu_seconds(tree) - cpu_before) / elapsed
+        cpu_after = cpu_seconds(tree)
+        # A server process that died or was replaced mid-run makes the numbers
+        # meaningless (and on this shared machine it has happened): reject the run.
+        if not pids_alive(serving) or {p.pid for p in server.tree()} != tree_pids:
+            raise RuntimeError(
+                f"{server_name}: a server process exited or was replaced during the run "
+                f"(before: {sorted(tree_pids)}, after: {sorted(p.pid for p in server.tree())}); "
+                f"log {server.log_path}:\n{server.log_tail()}"
+            )
+        server_cpu = sum(t - cpu_before.get(pid, t) for pid, t in cpu_after.items()) / elapsed
         client_cpu = result.client_cpu_s / elapsed
         loaded_rss = rss_of(serving)
 
@@ -536,7 +553,7 @@ def measure(
             idle_rss=idle_rss,
             loaded_rss=loaded_rss,
             tree_idle_rss=tree_idle_rss,
-            measured=[describe(p) for p in serving],
+            measured=[describe(p, server.proc.pid) for p in serving],
             server_cpu=server_cpu,
             client_cpu=client_cpu,
             foreign_server_core=foreign(args.server_cpu, server_cpu),
@@ -575,6 +592,9 @@ def summarize(runs: list[Run], servers: list[str], scenarios: list[str]) -> dict
                 "loaded_rss_median": median([float(r.loaded_rss) for r in rs]),
                 "tree_idle_rss_median": median([float(r.tree_idle_rss) for r in rs]),
                 "server_cpu_median": median([r.server_cpu for r in rs]),
+                "client_cpu_median": median([r.client_cpu for r in rs]),
+                # requests per CPU-second of the server: robust to CPU stolen by others
+                "per_cpu_s_median": median([r.rps / r.server_cpu for r in rs if r.server_cpu > 0]),
                 "foreign_load_max": max(
                     max(r.foreign_server_core, r.foreign_client_core) for r in rs
                 ),
@@ -585,6 +605,9 @@ def summarize(runs: list[Run], servers: list[str], scenarios: list[str]) -> dict
                 if peer in per:
                     row[f"rps_vs_{peer}"] = row["rps_median"] / per[peer]["rps_median"]
                     row[f"p99_vs_{peer}"] = row["p99_ms_median"] / per[peer]["p99_ms_median"]
+                    row[f"per_cpu_s_vs_{peer}"] = (
+                        row["per_cpu_s_median"] / per[peer]["per_cpu_s_median"]
+                    )
         summary[sc] = per
     return summary
 
@@ -642,15 +665,23 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
             )
     out.append("")
     out.append(
-        "Noise: server CPU use and CPU time on the two pinned cores not explained by server or wrk:"
+        "Efficiency and noise: requests per CPU-second of the server (less sensitive to CPU "
+        "taken by other jobs), the CPU share server and wrk used, and the largest share of "
+        "a pinned core used by neither (other jobs on the machine):"
     )
     out.append("")
-    out.append("| scenario | server | server CPU (median) | max foreign load on pinned cores |")
-    out.append("|---|---|---:|---:|")
+    out.append(
+        "| scenario | server | req per server CPU-s | / uvicorn | / granian "
+        "| server CPU | wrk CPU | max foreign load |"
+    )
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|")
     for sc, per in summary.items():
         for sv, row in per.items():
             out.append(
-                f"| {sc} | {sv} | {row['server_cpu_median']:.0%} | {row['foreign_load_max']:.0%} |"
+                f"| {sc} | {sv} | {row['per_cpu_s_median']:,.0f} | "
+                f"{_ratio(row, 'per_cpu_s_vs_uvicorn')} | {_ratio(row, 'per_cpu_s_vs_granian')} | "
+                f"{row['server_cpu_median']:.0%} | {row['client_cpu_median']:.0%} | "
+                f"{row['foreign_load_max']:.0%} |"
             )
     errors = [
         f"{sv}/{sc}: {row['errors']}"

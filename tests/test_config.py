@@ -163,7 +163,7 @@ def test_kind_parses_toml(case: tuple[kinds.Kind, Any, Any]) -> None:
 @pytest.mark.parametrize("case", TOML_BAD, ids=_id)
 def test_kind_rejects_toml(case: tuple[kinds.Kind, Any, str]) -> None:
     kind, raw, fragment = case
-    with pytest.raises(ValueError, match="expected|control character") as info:
+    with pytest.raises(ValueError, match=r"expected|control character") as info:
         kind.from_toml(raw)
     assert fragment in str(info.value)
 
@@ -227,7 +227,7 @@ def test_parse_bind(text: str, expected: BindAddress) -> None:
     ],
 )
 def test_parse_bind_rejects(text: str, fragment: str) -> None:
-    with pytest.raises(ValueError, match="expected|need brackets") as info:
+    with pytest.raises(ValueError, match=r"expected|need brackets") as info:
         parse_bind(text)
     assert fragment in str(info.value)
 
@@ -323,7 +323,12 @@ FILE_ERRORS = [
     ('[app]\ntarget = "a:b"\n[workers]\ncont = 2\n', 4, "workers.cont", "did you mean 'count'"),
     ('[app]\ntarget = "a:b"\n\n[worker]\ncount = 2\n', 4, "", "unknown section [worker]"),
     ('[app]\ntarget = "a:b"\n[workers]\ncount = "two"\n', 4, "workers.count", "positive integer"),
-    ('[app]\ntarget = "a:b"\n[http]\ntimeout_keep_alive = -1\n', 4, "http.timeout_keep_alive", ">= 0"),
+    (
+        '[app]\ntarget = "a:b"\n[http]\ntimeout_keep_alive = -1\n',
+        4,
+        "http.timeout_keep_alive",
+        ">= 0",
+    ),
     ('[app]\ntarget = "a:b"\n[logging]\nlevel = "loud"\n', 4, "logging.level", "one of critical"),
     ('[app]\ntarget = "a:b"\n[logging]\nlevel = \n', 4, "logging.level", "invalid TOML"),
     ('[app]\ntarget = "a:b"\nworkers.count = 2\n', 3, "app.workers", "the [workers] table"),
@@ -331,9 +336,14 @@ FILE_ERRORS = [
     ('[app]\ntarget = "ab"\n', 2, "app.target", "`module:attribute`"),
     ('[app]\ntarget = "a:b"\n[server]\nbind = ["127.0.0.1:1",\n', 4, "server.bind", "invalid TOML"),
     ('[app]\ntarget = "a:b"\n[workers\n', 3, "workers", "invalid TOML"),
-    ('app = 1\n', 1, "app", "expected a table [app]"),
+    ("app = 1\n", 1, "app", "expected a table [app]"),
     ('[app]\ntarget = "a:b"\n[app.extra]\nx = 1\n', 3, "app.extra", "unknown setting"),
-    ('[app]\ntarget = "a:b"\n[server]\nssl_keyfile = "k.pem"\n', 4, "server.ssl_keyfile", "ssl_certfile"),
+    (
+        '[app]\ntarget = "a:b"\n[server]\nssl_keyfile = "k.pem"\n',
+        4,
+        "server.ssl_keyfile",
+        "ssl_certfile",
+    ),
 ]
 
 
@@ -403,14 +413,16 @@ def test_command_line_overrides_environment_and_file(tmp_path: Path) -> None:
 def test_bad_environment_value_names_the_variable(tmp_path: Path) -> None:
     error = load_error(tmp_path, PRECEDENCE, environ={"ASGID_WORKERS_COUNT": "lots"})
     assert str(error) == (
-        '$ASGID_WORKERS_COUNT: workers.count: expected a positive integer or "auto", got \'lots\''
+        "$ASGID_WORKERS_COUNT: workers.count: expected a positive integer or \"auto\", got 'lots'"
     )
 
 
 def test_every_setting_has_an_environment_variable(tmp_path: Path) -> None:
     for info in iter_settings():
         name = f"ASGID_{info.section}_{info.key}".upper()
-        sample = {"boolean": "true", "integer": "7", "number": "7", "size": "7"}
+        number = str(int(info.meta.minimum or 0) + 1)  # a valid value other than 0
+        sample = {"boolean": "true", "integer": number, "number": number, "size": "7"}
+        sample['integer or "auto"'] = "3"
         text = sample.get(info.meta.kind.name, info.meta.choices[-1] if info.meta.choices else "")
         if not text:
             continue

@@ -21,11 +21,29 @@ set by an environment variable `ASGID_<SECTION>_<KEY>` (for example
 `ASGID_WORKERS_COUNT=4`) and by its command-line flag; the command line wins
 over the environment, which wins over the file.
 
-Boolean flags also have a `--no-` form (`--no-access-log`). Repeatable flags
-(`--bind`, `--header`) may be given several times.
+Boolean flags also have a `--no-` form (`--no-access-log`); in the
+environment a boolean is `true`/`false`, `1`/`0`, `yes`/`no` or `on`/`off`.
+Repeatable flags (`--bind`, `--header`) may be given several times; a list in
+an environment variable or a flag is comma-separated
+(`--forwarded-allow-ips 10.0.0.1,10.0.0.2`). A size is a number of bytes or a
+string such as `"512MiB"` or `"1GB"`.
 
-A configuration error prints one line naming the file, the line, the key and
-what was expected, and exits with status 2. See `docs/cli.md` for exit codes.
+```toml
+[app]
+target = "myproject.main:app"
+
+[server]
+bind = ["0.0.0.0:8000"]
+
+[workers]
+count = "auto"
+max_memory = "512MiB"
+```
+
+`asgid --check-config -c server.toml` validates a file and imports the app
+without serving. A configuration error prints one line naming the file, the
+line, the key and what was expected, and exits with status 2; see
+[the command line](cli.md) for every exit status.
 """
 
 

@@ -358,6 +358,7 @@ def keyword_names() -> dict[str, str]:
             if flag.startswith("--"):
                 names.setdefault(flag[2:].replace("-", "_"), info.path)
     names.setdefault("app_dir", "app.app_dir")
+    names.setdefault("headers", "http.headers")  # uvicorn.run(headers=[(name, value)])
     return names
 
 
@@ -366,6 +367,7 @@ def keyword_names() -> dict[str, str]:
 _IGNORED_KWARGS: dict[str, tuple[Any, ...]] = {
     "loop": ("auto", "uvloop"),
     "http": ("auto", "httptools"),
+    "ws": ("auto", "websockets"),
     "ssl_version": (),
     "use_colors": (),
 }
@@ -390,9 +392,10 @@ def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         path = name if name in SETTINGS else names.get(name)
         if path is None:
-            raise ConfigError(f"unknown setting {name!r}{_suggest(name, names)}", source="run()")
+            hint = _suggest(name, [*names, "host", "port", "uds", "fd"])
+            raise ConfigError(f"unknown setting {name!r}{hint}", source="run()")
         info = SETTINGS[path]
-        if isinstance(value, tuple):
+        if isinstance(value, (list, tuple)):  # TOML has lists where Python has tuples
             value = [list(v) if isinstance(v, tuple) else v for v in value]
         try:
             overrides[path] = info.meta.kind.from_toml(value)

@@ -167,6 +167,7 @@ class WorkersSettings:
         30.0,
         "Seconds without a heartbeat before a worker is considered hung and killed.",
         "--timeout",
+        "--timeout-worker-healthcheck",
         minimum=1,
     )
     boot_timeout: float = setting(
@@ -266,6 +267,33 @@ class WebSocketSettings:
         16 * 1024 * 1024,
         "Largest incoming message in bytes; larger ones close the connection with 1009.",
         "--ws-max-size",
+    )
+    max_queue: int = setting(
+        _kinds.INT,
+        32,
+        "Received messages buffered for the app before reading from the client pauses.",
+        "--ws-max-queue",
+        minimum=1,
+    )
+    ping_interval: float = setting(
+        _kinds.FLOAT,
+        20.0,
+        "Seconds of silence after which the server pings the client; 0 = never.",
+        "--ws-ping-interval",
+        minimum=0,
+    )
+    ping_timeout: float = setting(
+        _kinds.FLOAT,
+        20.0,
+        "Seconds to wait for the pong before closing the connection; 0 = wait forever.",
+        "--ws-ping-timeout",
+        minimum=0,
+    )
+    per_message_deflate: bool = setting(
+        _kinds.BOOL,
+        True,
+        "Negotiate permessage-deflate compression when the client offers it.",
+        "--ws-per-message-deflate",
     )
 
 

@@ -52,9 +52,9 @@ def worker_main(
 
 def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socket.socket) -> int:
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2):
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(signum, signal.SIG_IGN)  # the master decides; a terminal's ^C reaches it
-    for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1):
+    for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, signal.SIG_DFL)
     faulthandler.enable(file=sys.stderr, all_threads=True)  # SIGABRT from the master dumps stacks
     _logging.set_role(f"worker {slot}")
@@ -139,6 +139,7 @@ async def _serve(
         on_tick=on_tick,
     )
     loop.add_signal_handler(signal.SIGTERM, worker.stop)
+    loop.add_signal_handler(signal.SIGUSR2, lambda: worker.stop(restart=True))
     loop.add_signal_handler(signal.SIGQUIT, lambda: worker.stop(force=True))
     loop.add_signal_handler(signal.SIGUSR1, _logging.reopen_files)
     loop.add_reader(channel.fileno(), on_channel)

@@ -488,12 +488,17 @@ class Supervisor:
             actions.append(Notify("READY", self.status()))
         return actions
 
-    def _drain(self, worker: WorkerInfo, now: float) -> list[Action]:
+    def _drain(self, worker: WorkerInfo, now: float, *, restart: bool = True) -> list[Action]:
+        """Ask a worker to finish in-flight work and exit.
+
+        SIGUSR2 drains for a replacement (WebSockets get close code 1012,
+        service restart); SIGTERM drains for shutdown (1001, going away).
+        """
         if worker.state is State.DRAINING:
             return []
         worker.move("drain")
         worker.kill_at = now + self.timeouts.graceful + self.timeouts.kill_grace
-        return [Kill(worker.pid, signal.SIGTERM)]
+        return [Kill(worker.pid, signal.SIGUSR2 if restart else signal.SIGTERM)]
 
     def _shutdown_all(self, now: float, *, graceful: bool) -> list[Action]:
         actions: list[Action] = []
@@ -501,7 +506,7 @@ class Supervisor:
             slot.respawn_at = 0.0
         for worker in self.live():
             if graceful:
-                actions += self._drain(worker, now)
+                actions += self._drain(worker, now, restart=False)
             else:
                 if worker.state is not State.DRAINING:
                     worker.move("drain")

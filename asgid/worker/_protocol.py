@@ -24,6 +24,12 @@ import httptools
 from ._h1 import BadRequest, InvalidMessage, Response, check_head, split_target
 from ._proxy import apply_proxy_headers
 from ._types import Message
+from ._websocket import (
+    CLOSE_GOING_AWAY,
+    CLOSE_SERVICE_RESTART,
+    WebSocketSession,
+    handshake_error,
+)
 
 if TYPE_CHECKING:
     from ._state import ServerState
@@ -32,6 +38,7 @@ logger = logging.getLogger("asgid.error")
 access_logger = logging.getLogger("asgid.access")
 
 BODY_HIGH_WATER = 65536
+_NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
@@ -48,6 +55,7 @@ class HttpProtocol(asyncio.Protocol):
         "cycle",
         "deadline",
         "drain_waiter",
+        "head_bytes",
         "head_size",
         "headers",
         "loop",
@@ -59,8 +67,10 @@ class HttpProtocol(asyncio.Protocol):
         "server",
         "state",
         "transport",
+        "upgrade",
         "url",
         "write_paused",
+        "ws",
     )
 
     def __init__(self, state: ServerState, *, tls: bool = False) -> None:
@@ -74,6 +84,7 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
+        self.head_bytes = _NO_HEAD
         self.cycle: Cycle | None = None  # the request whose bytes are being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
         self.pipeline: deque[Cycle] = deque()
@@ -83,6 +94,8 @@ class HttpProtocol(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
         self.pending_error = b""
+        self.upgrade: WebSocketSession | None = None  # accepted Upgrade head, not yet switched
+        self.ws: WebSocketSession | None = None
 
     # -- asyncio callbacks -------------------------------------------------
 
@@ -99,6 +112,8 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
         self.closing = True
+        if self.ws is not None:
+            self.ws.lost()
         if self.active is not None:
             self.active.disconnect()
         for cycle in self.pipeline:
@@ -110,6 +125,9 @@ class HttpProtocol(asyncio.Protocol):
             waiter.set_result(None)
 
     def eof_received(self) -> bool:
+        if self.ws is not None:
+            self.ws.eof()
+            return False
         # A half-closed client may still read its answer; close once it is written.
         if self.active is None:
             return False
@@ -117,12 +135,15 @@ class HttpProtocol(asyncio.Protocol):
         return True
 
     def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self.ws.feed(data)
+            return
         if self.closing:
             return
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._unsupported_upgrade()
+        except httptools.HttpParserUpgrade as exc:
+            self._upgraded(data[exc.args[0] :] if exc.args else b"")
         except httptools.HttpParserCallbackError as exc:
             error = exc.__context__
             if isinstance(error, BadRequest):
@@ -135,6 +156,22 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             reason = str(exc) or "malformed request"
             self.fail(505 if "HTTP version" in reason else 400, reason)
+        else:
+            self._count_head_bytes(len(data))
+
+    def _count_head_bytes(self, size: int) -> None:
+        # httptools buffers a header line until it ends and only then calls
+        # on_header, so an endless line must be caught here: count the reads
+        # that arrive while one request head stays unfinished.
+        if self.head_bytes == _NO_HEAD:
+            return
+        if self.head_bytes == _HEAD_BEGUN:
+            self.head_bytes = 0  # how much of this read was the head is unknown
+            return
+        self.head_bytes += size
+        state = self.state
+        if self.head_bytes > state.max_header_size + state.max_request_line + 1024:
+            self.fail(431, "request header fields too large")
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -158,15 +195,18 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.headers = []
         self.head_size = 0
+        self.head_bytes = _HEAD_BEGUN
         self.deadline = self.state.now + self.state.timeout_request_header
 
     def on_url(self, url: bytes) -> None:
         self.url += url
         if len(self.url) > self.state.max_request_line:
             raise BadRequest("request-target too long", status=414)
+        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
         headers = self.headers
+        value = value.rstrip(b" \t")  # httptools keeps trailing whitespace (RFC 9112 5.1)
         headers.append((name.lower(), value))
         self.head_size += len(name) + len(value) + 4
         state = self.state
@@ -176,6 +216,7 @@ class HttpProtocol(asyncio.Protocol):
             raise BadRequest("too many header fields", status=431)
 
     def on_headers_complete(self) -> None:
+        self.head_bytes = _NO_HEAD
         state = self.state
         parser = self.parser
         version = parser.get_http_version()
@@ -189,9 +230,12 @@ class HttpProtocol(asyncio.Protocol):
         else:
             path = raw_path.decode("utf-8", "replace")
         keep_alive = parser.should_keep_alive() and not state.draining
-        if head.upgrade is not None:
-            keep_alive = False  # no upgrade is served on this connection (yet)
         client, scheme = self.client, self.scheme
+        if head.upgrade is not None:
+            if head.upgrade == b"websocket" and method == b"GET" and self.active is None:
+                self._prepare_websocket(version, path, raw_path, query, client)
+                return
+            keep_alive = False  # other upgrades are served as plain HTTP, then closed
         if state.proxies is not None:
             client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
         extensions: dict[str, Any] = {"http.response.pathsend": {}}
@@ -230,6 +274,50 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.pipeline.append(cycle)
             self._pause_reading()
+
+    def _prepare_websocket(
+        self,
+        version: str,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        client: tuple[str, int] | None,
+    ) -> None:
+        state = self.state
+        headers = self.headers
+        error = handshake_error(headers, self.url)
+        if error is not None:
+            self.closing = True
+            self.transport.write(error)
+            self.transport.close()
+            return
+        scheme = "wss" if self.scheme == "https" else "ws"
+        if state.proxies is not None:
+            client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
+        subprotocols = [
+            token.strip().decode("latin-1")
+            for name, value in headers
+            if name == b"sec-websocket-protocol"
+            for token in value.split(b",")
+            if token.strip()
+        ]
+        scope: dict[str, Any] = {
+            "type": "websocket",
+            "asgi": state.asgi_info,
+            "http_version": version,
+            "scheme": scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": state.root_path,
+            "headers": headers,
+            "client": client,
+            "server": self.server,
+            "subprotocols": subprotocols,
+            "state": state.lifespan_state.copy(),
+            "extensions": {"websocket.http.response": {}},
+        }
+        self.upgrade = WebSocketSession(self, scope)
 
     def on_body(self, body: bytes) -> None:
         cycle = self.cycle
@@ -300,14 +388,28 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.pending_error = data
 
-    def _unsupported_upgrade(self) -> None:
-        # httptools stops at an Upgrade head; the request was handed to the app
-        # as plain HTTP with keep-alive off, so whatever follows is not read.
-        self.closing = True
+    def _upgraded(self, leftover: bytes) -> None:
+        """httptools stopped after an Upgrade head; ``leftover`` follows it."""
+        session = self.upgrade
+        if session is None:
+            # Not a WebSocket: the request went to the app as plain HTTP with
+            # keep-alive off, so whatever follows is not read.
+            self.closing = True
+            return
+        self.upgrade = None
+        self.ws = session
+        self.deadline = 0.0
+        session.start(leftover)
 
-    def shutdown(self) -> None:
-        """Draining: finish what is in flight, then close."""
+    def shutdown(self, restart: bool = False) -> None:
+        """Draining: finish what is in flight, then close.
+
+        WebSockets are asked to close with 1012 (restart) or 1001 (going away).
+        """
         self.closing = True
+        if self.ws is not None:
+            self.ws.shutdown(CLOSE_SERVICE_RESTART if restart else CLOSE_GOING_AWAY)
+            return
         if self.active is None and self.cycle is None:
             self.transport.close()
             return

@@ -57,12 +57,18 @@ class Worker:
         self._servers: list[asyncio.base_events.Server] = []
         self._stop: asyncio.Event | None = None
         self._force = False
+        self._restart = False
 
     # -- control (call from the worker's loop) -------------------------------
 
-    def stop(self, *, force: bool = False) -> None:
-        """Begin a graceful stop (or, with ``force``, a quick one)."""
+    def stop(self, *, force: bool = False, restart: bool = False) -> None:
+        """Begin a graceful stop (or, with ``force``, a quick one).
+
+        ``restart`` says a replacement takes over: WebSockets are closed with
+        1012 (service restart) instead of 1001 (going away).
+        """
         self._force = self._force or force
+        self._restart = self._restart or restart
         if self._stop is not None:
             self._stop.set()
 
@@ -120,6 +126,8 @@ class Worker:
             for conn in list(state.connections):
                 if conn.deadline:
                     conn.check_deadline(now)
+            for session in list(state.websockets):
+                session.check(now)
             if self.on_tick is not None:
                 self.on_tick(
                     Stats(
@@ -138,7 +146,7 @@ class Worker:
             server.close()
         state.draining = True
         for conn in list(state.connections):
-            conn.shutdown()
+            conn.shutdown(restart=self._restart)
         loop = asyncio.get_running_loop()
         timeout = 0.0 if self._force else self.config.workers.graceful_timeout
         deadline = loop.time() + timeout

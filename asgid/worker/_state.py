@@ -16,6 +16,7 @@ from ._proxy import TrustedProxies
 if TYPE_CHECKING:
     from ._protocol import Cycle, HttpProtocol
     from ._types import ASGIApp
+    from ._websocket import WebSocketSession
 
 
 class ServerState:
@@ -39,7 +40,9 @@ class ServerState:
         self.max_header_size = http.max_header_size
         self.max_request_line = http.max_request_line
         self.max_headers = http.max_headers
+        self.websocket = config.websocket
         self.connections: set[HttpProtocol] = set()
+        self.websockets: set[WebSocketSession] = set()
         self.cycles: set[Cycle] = set()
         self.now = loop.time()
         self.draining = False

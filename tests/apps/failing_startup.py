@@ -1,0 +1,8 @@
+"""An app whose lifespan startup fails: the worker must not serve and asgid exits 3."""
+
+
+async def app(scope, receive, send):
+    assert scope["type"] == "lifespan"
+    message = await receive()
+    assert message["type"] == "lifespan.startup"
+    await send({"type": "lifespan.startup.failed", "message": "database unreachable at db:5432"})
