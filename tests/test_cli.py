@@ -527,3 +527,13 @@ def test_log_level_warning_hides_info(start_server: StartServer) -> None:
     server.signal(signal.SIGTERM)
     assert server.wait(15) == 0
     assert "listening on" not in server.output()
+
+
+def test_address_in_use_exits_1() -> None:
+    with socket.socket() as taken:  # no SO_REUSEPORT: asgid cannot share it
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        result = run_asgid(APP, "--port", str(port), "--app-dir", str(CFG_APPS))
+    assert result.returncode == 1
+    assert "Address already in use" in one_line(result.stderr)

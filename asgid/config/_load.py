@@ -215,6 +215,12 @@ def validate(config: Config, *, source: str, origins: Mapping[str, Origin] | Non
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             fail("http.forwarded_allow_ips", f"expected an IP, a CIDR or '*', got {entry!r}")
+    from ..worker._access import check_format  # the worker owns the access log's fields
+
+    try:
+        check_format(config.logging.access_format)
+    except ValueError as exc:
+        fail("logging.access_format", str(exc))
     if config.process.umask:
         try:
             int(config.process.umask, 8)

@@ -305,6 +305,19 @@ class MetricsSettings:
         'Where the master serves /metrics, e.g. "127.0.0.1:9100"; empty = off.',
         "--metrics-bind",
     )
+    request_metrics: bool = setting(
+        _kinds.BOOL,
+        True,
+        "Count requests, durations and bytes per worker (asgid_requests_total and friends).",
+        "--request-metrics",
+    )
+    ready_min_workers: int = setting(
+        _kinds.INT,
+        1,
+        "/readyz answers 200 only while at least this many workers are ready.",
+        "--ready-min-workers",
+        minimum=0,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,6 +336,20 @@ class LoggingSettings:
         "Log line format.",
         "--log-format",
         choices=("text", "json"),
+    )
+    access_format: str = setting(
+        _kinds.STR,
+        '{client} - "{method} {path}{query} HTTP/{http_version}" {status} {bytes} '
+        "{duration_ms:.1f}ms",
+        "Access log template; fields: client, method, path, query, http_version, status, "
+        "bytes, duration, duration_ms, user_agent, referer, request_id.",
+        "--access-log-format",
+    )
+    request_id_header: str = setting(
+        _kinds.STR,
+        "x-request-id",
+        "Request header whose value the access log's `request_id` field shows.",
+        "--request-id-header",
     )
     config: str = setting(
         _kinds.STR,

@@ -18,6 +18,7 @@ import random
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from typing import NoReturn
 
 import setproctitle
@@ -27,12 +28,14 @@ from .. import _logging
 from .._sockets import make_ssl_context
 from ..config import Config
 from ..worker import AppLoadError, LifespanFailure, Stats, Worker, load_app
+from ..worker._types import ASGIApp, Receive, Scope, Send
 from . import _messages as msg
 
 logger = logging.getLogger("asgid.error")
 
 EXIT_BOOT = 3
 EXIT_APP_LOAD = 4
+MAX_UNSENT = 1 << 16  # heartbeats are dropped while this much waits for a stuck master
 
 
 def worker_main(
@@ -62,11 +65,15 @@ def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socke
     channel.setblocking(False)
     _drop_privileges(config)
 
+    unsent = bytearray()  # whole frames only: a partial send must not split one
+
     def report(kind: str, **data: object) -> bool:
+        if kind != msg.HEARTBEAT or len(unsent) < MAX_UNSENT:
+            unsent.extend(msg.encode(kind, **data))
         try:
-            channel.send(msg.encode(kind, **data))
+            del unsent[: channel.send(unsent)]
         except BlockingIOError:
-            pass  # the master is behind; the next heartbeat will do
+            pass  # the master is behind; the rest goes with the next report
         except OSError:
             return False
         return True
@@ -87,7 +94,7 @@ def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socke
 async def _serve(
     slot: int,
     config: Config,
-    app: object,
+    app: ASGIApp,
     sockets: list[socket.socket],
     channel: socket.socket,
     report: object,
@@ -98,27 +105,33 @@ async def _serve(
     if config.workers.max_requests:
         limit = config.workers.max_requests + random.randint(0, config.workers.max_requests_jitter)
     master = os.getppid()
-    due_sent = False
+    due = False  # max_requests reached: say so on every tick until the master drains us
     worker: Worker
 
+    def on_limit() -> None:
+        nonlocal due
+        due = True
+        logger.info("served %d requests (max_requests); asking to be replaced", limit)
+        report(msg.DUE, reason="max_requests")
+
+    if limit:
+        app = _count_requests(app, limit, on_limit)
+
     def on_tick(stats: Stats) -> None:
-        nonlocal due_sent
         alive = report(
             msg.HEARTBEAT,
             requests=stats.requests,
             in_progress=stats.in_progress,
             connections=stats.connections,
+            websockets=stats.websockets,
             lag=round(stats.loop_lag, 6),
+            metrics=stats.metrics,
         )
         if not alive or os.getppid() != master:
             logger.warning("the master is gone; stopping")
             worker.stop()
-        elif limit and stats.requests >= limit and not due_sent:
-            due_sent = True
-            logger.info(
-                "served %d requests (max_requests %d); asking to be replaced", stats.requests, limit
-            )
-            report(msg.DUE, reason="max_requests")
+        elif due:
+            report(msg.DUE, reason="max_requests")  # the master ignores repeats
 
     def on_channel() -> None:
         try:
@@ -134,7 +147,7 @@ async def _serve(
 
     worker = Worker(
         config,
-        app,  # type: ignore[arg-type]
+        app,
         ssl_context=make_ssl_context(config.server),
         on_tick=on_tick,
     )
@@ -144,6 +157,25 @@ async def _serve(
     loop.add_signal_handler(signal.SIGUSR1, _logging.reopen_files)
     loop.add_reader(channel.fileno(), on_channel)
     await worker.serve(sockets, on_ready=lambda: report(msg.READY))
+
+
+def _count_requests(app: ASGIApp, limit: int, on_limit: Callable[[], None]) -> ASGIApp:
+    """``app``, calling ``on_limit`` when its ``limit``-th request or WebSocket starts.
+
+    Counting on the tick would be too late: a busy worker serves thousands of
+    requests a second, far past a ``max_requests`` of a few hundred.
+    """
+    count = 0
+
+    async def counted(scope: Scope, receive: Receive, send: Send) -> None:
+        nonlocal count
+        if scope["type"] != "lifespan":
+            count += 1
+            if count == limit:
+                on_limit()
+        await app(scope, receive, send)
+
+    return counted
 
 
 def _drop_privileges(config: Config) -> None:

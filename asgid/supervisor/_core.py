@@ -279,7 +279,10 @@ class Supervisor:
         ):
             return []
         self._queue.append(_Replacement(worker.slot, reason, pid))
-        return [Log("info", f"worker {worker.slot} (pid {pid}) is due for replacement: {reason}")]
+        return [
+            Log("info", f"worker {worker.slot} (pid {pid}) is due for replacement: {reason}"),
+            *self._advance(now),
+        ]
 
     def exited(self, pid: int, status: int, now: float) -> list[Action]:
         """``status`` is the exit code, or minus the signal number that killed it."""

@@ -26,7 +26,7 @@ import setproctitle
 from .. import _logging
 from .._sockets import bind_socket, describe
 from ..config import Config, ConfigError, load_config, parse_bind
-from . import _core
+from . import _core, _metrics
 from . import _messages as msg
 from ._child import worker_main
 from ._systemd import Notifier, listen_fds
@@ -181,7 +181,10 @@ class Master:
         self._wakeup_r = self._wakeup_w = -1
         self._next_memory_check = 0.0
         self._next_watchdog = 0.0
-        self.started_at = time.time()
+        self.metrics = _metrics.MetricsStore()
+        self.metrics_dir = ""
+        self._owns_metrics_dir = False
+        self.metrics_server: _metrics.MetricsServer | None = None
 
     # -- running ------------------------------------------------------------------
 
@@ -200,6 +203,8 @@ class Master:
             logger.info("listening on %s", line)
         self._write_pidfile()
         self._install_signals()
+        if self.config.metrics.bind:
+            self._start_metrics()
         try:
             logger.info(
                 "master started (pid %d), %d worker(s) for %s",
@@ -220,17 +225,21 @@ class Master:
         deadline = self.core.next_deadline()
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - now))
-        for key, _ in self.selector.select(timeout):
+        for key, mask in self.selector.select(timeout):
             if key.fd == self._wakeup_r:
                 self._read_signals()
-            else:
+            elif isinstance(key.data, int):
                 self._read_channel(key.data)
+            else:
+                key.data(mask)  # a metrics endpoint socket
         self._reap()
         now = time.monotonic()
         self._execute(self.core.tick(now))
         if self.config.workers.max_memory and now >= self._next_memory_check:
             self._next_memory_check = now + MEMORY_CHECK_SECONDS
             self._check_memory(now)
+        if self.metrics_server is not None:
+            self.metrics_server.expire(now)
         if self.notifier.watchdog_interval and now >= self._next_watchdog:
             self._next_watchdog = now + self.notifier.watchdog_interval
             self.notifier.watchdog()
@@ -293,6 +302,7 @@ class Master:
         except (ConfigError, OSError) as exc:
             logger.error("reload aborted, still serving the previous configuration: %s", exc)
             self.core.last_reload = "failed (configuration)"
+            self.metrics.reloaded(False)
             self.notifier.status(self.core.status())
             return
         self.previous_config, self.config = self.config, config
@@ -324,6 +334,7 @@ class Master:
         for message in messages:
             if message.type == msg.HEARTBEAT:
                 self.core.heartbeat(pid, now, message.data)
+                self.metrics.heartbeat(pid, message.data)
             elif message.type == msg.READY:
                 self._execute(self.core.ready(pid, now))
             elif message.type == msg.DUE:
@@ -347,6 +358,14 @@ class Master:
                 self._read_channel(pid)
             self._close_channel(pid)
             code = os.waitstatus_to_exitcode(status)
+            worker = self.core.workers.get(pid)
+            if worker is not None:
+                self.metrics.exited(pid, worker.slot)
+            if self.metrics_dir:
+                try:
+                    _metrics.merge_dead_files(self.metrics_dir, pid)
+                except Exception:
+                    logger.exception("could not merge the metrics files of worker pid %d", pid)
             self._execute(self.core.exited(pid, code, time.monotonic()))
 
     def _check_memory(self, now: float) -> None:
@@ -380,7 +399,10 @@ class Master:
                 getattr(logger, action.level)(action.message)
             elif isinstance(action, _core.Notify):
                 self._notify(action)
+            elif isinstance(action, _core.Restarted):
+                self.metrics.restarted(action.reason)
             elif isinstance(action, _core.ReloadDone):
+                self.metrics.reloaded(action.success)
                 if not action.success:
                     self.config = self.previous_config
             elif isinstance(action, _core.Exit):
@@ -435,6 +457,10 @@ class Master:
         for sock in self.listeners.all():
             if sock.fileno() not in kept:
                 sock.close()
+        if self.metrics_server is not None:
+            for client in self.metrics_server.clients.values():
+                client.sock.close()
+            self.metrics_server.sock.close()
         self.selector.close()
         self.notifier.close()
 
@@ -445,6 +471,23 @@ class Master:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(channel)
             channel.close()
+
+    def _start_metrics(self) -> None:
+        self.metrics_dir, self._owns_metrics_dir = _metrics.setup_multiproc_dir()
+        exporter = _metrics.Exporter(self.metrics, lambda: self.core, self.metrics_dir)
+        self.metrics_server = _metrics.MetricsServer(
+            self.config.metrics.bind, self.selector, exporter, self._readiness
+        )
+        logger.info("metrics on http://%s/metrics", self.config.metrics.bind)
+
+    def _readiness(self) -> tuple[bool, str]:
+        ready = self.core.counts()["ready"]
+        wanted = self.config.metrics.ready_min_workers
+        if self.core.stopping:
+            return False, "shutting down"
+        if ready < max(wanted, 1 if wanted else 0):
+            return False, f"{ready} worker(s) ready, {wanted} needed"
+        return True, f"{ready} worker(s) ready"
 
     def _write_pidfile(self) -> None:
         path = self.config.process.pidfile
@@ -469,6 +512,10 @@ class Master:
         signal.set_wakeup_fd(-1)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        if self._owns_metrics_dir:
+            _metrics.remove_dir(self.metrics_dir)
         self.listeners.close()
         self.selector.close()
         self.notifier.close()

@@ -154,6 +154,8 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserInvalidMethodError:
             self.fail(400, "invalid method")
         except httptools.HttpParserError as exc:
+            if self.closing and self.cycle is None:
+                return  # bytes after the connection's last request: ignored
             reason = str(exc) or "malformed request"
             self.fail(505 if "HTTP version" in reason else 400, reason)
         else:
@@ -335,6 +337,8 @@ class HttpProtocol(asyncio.Protocol):
             self.cycle = None
             cycle.more_body = False
             cycle.wake()
+        if not self.parser.should_keep_alive():
+            self.closing = True  # no further request is read (RFC 9112 9.6)
 
     # -- flow control and lifecycle ------------------------------------------
 
@@ -356,8 +360,8 @@ class HttpProtocol(asyncio.Protocol):
             return
         self.active = None
         state = self.state
-        if state.access_log:
-            cycle.log_access()
+        if state.timed:
+            cycle.record()
         if self.pending_error:
             self.transport.write(self.pending_error)
             self.transport.close()
@@ -379,6 +383,8 @@ class HttpProtocol(asyncio.Protocol):
         cycle = self.cycle
         if cycle is not None:
             cycle.disconnect()  # its body will never arrive in full
+            if cycle.task is not None and cycle not in self.state.cycles:
+                cycle.task.cancel()  # the app has not run yet: it never sees this request
         data = self.state.error_response(status, reason)
         logger.debug("%s from %s: %s", status, _format_client(self.client), reason)
         if self.active is None or (self.active is cycle and not cycle.response.started):
@@ -465,7 +471,7 @@ class Cycle:
 
     def start(self) -> None:
         conn = self.conn
-        if conn.state.access_log:
+        if conn.state.timed:
             self.start_time = time.perf_counter()
         self.task = conn.loop.create_task(self.run())
 
@@ -538,8 +544,8 @@ class Cycle:
         if conn.active is self:
             conn.transport.write(conn.state.error_response(status, "Internal Server Error"))
             conn.active = None
-            if conn.state.access_log:
-                self.log_access()
+            if conn.state.timed:
+                self.record()
             conn.transport.close()
 
     def _abort(self) -> None:
@@ -641,21 +647,15 @@ class Cycle:
         conn.response_complete(self)
         self.wake()
 
-    def log_access(self) -> None:
-        scope = self.scope
-        query = scope["query_string"]
-        duration = (time.perf_counter() - self.start_time) * 1000 if self.start_time else 0.0
-        access_logger.info(
-            '%s - "%s %s%s HTTP/%s" %d %d %.1fms',
-            _format_client(scope["client"]),
-            scope["method"],
-            scope["path"],
-            "?" + query.decode("latin-1") if query else "",
-            scope["http_version"],
-            self.response.status,
-            self.response.body_bytes,
-            duration,
-        )
+    def record(self) -> None:
+        """The response is over: count it, and log it."""
+        state = self.conn.state
+        duration = time.perf_counter() - self.start_time
+        response = self.response
+        if state.stats is not None:
+            state.stats.record(self.scope["method"], response.status, duration, response.body_bytes)
+        if state.access_log:
+            state.access_log.log(self.scope, response.status, response.body_bytes, duration)
 
 
 def _address(info: Any) -> tuple[str, int] | None:

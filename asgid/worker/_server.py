@@ -37,7 +37,9 @@ class Stats:
     requests: int
     in_progress: int
     connections: int
+    websockets: int
     loop_lag: float
+    metrics: dict[str, Any] | None  # cumulative request counts, when they are kept
 
 
 class Worker:
@@ -110,6 +112,7 @@ class Worker:
             ticker.cancel()
             await self._drain()
             await lifespan.shutdown()
+            self._report(0.0)  # the last counts, so the master loses none
 
     async def _tick(self) -> None:
         loop = asyncio.get_running_loop()
@@ -128,15 +131,22 @@ class Worker:
                     conn.check_deadline(now)
             for session in list(state.websockets):
                 session.check(now)
-            if self.on_tick is not None:
-                self.on_tick(
-                    Stats(
-                        requests=state.requests,
-                        in_progress=state.in_progress,
-                        connections=len(state.connections),
-                        loop_lag=lag,
-                    )
-                )
+            self._report(lag)
+
+    def _report(self, lag: float) -> None:
+        state = self.state
+        if self.on_tick is None or state is None:
+            return
+        self.on_tick(
+            Stats(
+                requests=state.requests,
+                in_progress=state.in_progress,
+                connections=len(state.connections),
+                websockets=len(state.websockets),
+                loop_lag=lag,
+                metrics=state.stats.snapshot() if state.stats is not None else None,
+            )
+        )
 
     async def _drain(self) -> None:
         """Stop accepting, let in-flight requests finish, close the rest."""
@@ -168,10 +178,3 @@ class Worker:
             conn.transport.abort()
         for server in self._servers:
             await server.wait_closed()
-
-    @property
-    def stats(self) -> dict[str, Any]:
-        state = self.state
-        if state is None:
-            return {}
-        return {"requests": state.requests, "connections": len(state.connections)}

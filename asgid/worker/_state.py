@@ -10,8 +10,10 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
+from ._access import AccessLog
 from ._h1 import STATUS_LINES, ResponseDefaults
 from ._proxy import TrustedProxies
+from ._stats import RequestStats
 
 if TYPE_CHECKING:
     from ._protocol import Cycle, HttpProtocol
@@ -33,7 +35,15 @@ class ServerState:
             headers=http.headers,
         )
         self.proxies = TrustedProxies(http.forwarded_allow_ips) if http.proxy_headers else None
-        self.access_log = config.logging.access_log
+        logging_ = config.logging
+        self.access_log = (
+            AccessLog(logging_.access_format, logging_.request_id_header)
+            if logging_.access_log
+            else None
+        )
+        metrics = config.metrics
+        self.stats = RequestStats() if metrics.bind and metrics.request_metrics else None
+        self.timed = self.access_log is not None or self.stats is not None
         self.limit_concurrency = http.limit_concurrency
         self.timeout_keep_alive = http.timeout_keep_alive
         self.timeout_request_header = http.timeout_request_header

@@ -1,7 +1,77 @@
-"""WebSocket test app: echo, subprotocols, denial, custom denial, close codes."""
+"""WebSocket test app: echo, subprotocols, denial, custom denial, close codes.
 
+Paths (WebSocket):
+  /deny                 close before accept (403)
+  /custom-deny          401 "no entry" through websocket.http.response
+  /error-before-accept  raise before accept (500)
+  /error-after-accept   raise after accept (close 1011)
+  /close                accept, then close with 4000 "bye"
+  /scope                accept, send the scope as JSON, then echo
+  /pid                  accept, send the worker's pid, then echo
+  /slow                 accept, read nothing until HTTP GET /release, then count
+                        binary messages and answer "count <n> <bytes>" to text "end"
+  anything else         echo text and bytes
+
+Every ``websocket.disconnect`` the app receives is appended to the file named by
+the WS_DISCONNECT_LOG environment variable as "<code> <reason>".
+
+HTTP: GET / answers the worker's pid; GET /release releases /slow readers.
+"""
+
+import asyncio
 import json
 import os
+
+_release = None  # an asyncio.Event, created on the worker's loop
+
+
+def _released():
+    global _release
+    if _release is None:
+        _release = asyncio.Event()
+    return _release
+
+
+def _log_disconnect(message):
+    log = os.environ.get("WS_DISCONNECT_LOG")
+    if log:
+        with open(log, "a") as f:
+            f.write(f"{message['code']} {message.get('reason', '')}\n")
+
+
+def _scope_view(scope):
+    return {
+        "type": scope["type"],
+        "asgi": scope["asgi"],
+        "http_version": scope["http_version"],
+        "scheme": scope["scheme"],
+        "path": scope["path"],
+        "raw_path": scope["raw_path"].decode("latin-1"),
+        "query_string": scope["query_string"].decode("latin-1"),
+        "root_path": scope["root_path"],
+        "headers": [[n.decode("latin-1"), v.decode("latin-1")] for n, v in scope["headers"]],
+        "header_types": sorted({type(x).__name__ for pair in scope["headers"] for x in pair}),
+        "subprotocols": scope["subprotocols"],
+        "client": list(scope["client"]) if scope["client"] else None,
+        "server": list(scope["server"]) if scope["server"] else None,
+        "state": dict(scope["state"]),
+        "extensions": scope["extensions"],
+    }
+
+
+async def _slow(receive, send):
+    await asyncio.wait_for(_released().wait(), 30)
+    count = size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            _log_disconnect(message)
+            return
+        if message.get("bytes") is not None:
+            count += 1
+            size += len(message["bytes"])
+        elif message.get("text") == "end":
+            await send({"type": "websocket.send", "text": f"count {count} {size}"})
 
 
 async def app(scope, receive, send):
@@ -9,11 +79,15 @@ async def app(scope, receive, send):
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if "state" in scope:
+                    scope["state"]["greeting"] = "hello from lifespan"
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await send({"type": "lifespan.shutdown.complete"})
                 return
     if scope["type"] == "http":
+        if scope["path"] == "/release":
+            _released().set()
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
         return
@@ -31,7 +105,8 @@ async def app(scope, receive, send):
                 "headers": [(b"content-type", b"text/plain")],
             }
         )
-        await send({"type": "websocket.http.response.body", "body": b"no entry"})
+        await send({"type": "websocket.http.response.body", "body": b"no ", "more_body": True})
+        await send({"type": "websocket.http.response.body", "body": b"entry"})
         return
     if path == "/error-before-accept":
         raise RuntimeError("boom before accept")
@@ -40,20 +115,21 @@ async def app(scope, receive, send):
         accept["subprotocol"] = scope["subprotocols"][-1]
     await send(accept)
     if path == "/scope":
-        view = {k: v for k, v in scope.items() if isinstance(v, (str, int, list)) and k != "headers"}
-        await send({"type": "websocket.send", "text": json.dumps(view)})
+        await send({"type": "websocket.send", "text": json.dumps(_scope_view(scope))})
+    if path == "/pid":
+        await send({"type": "websocket.send", "text": str(os.getpid())})
     if path == "/close":
         await send({"type": "websocket.close", "code": 4000, "reason": "bye"})
         return
     if path == "/error-after-accept":
         raise RuntimeError("boom after accept")
+    if path == "/slow":
+        await _slow(receive, send)
+        return
     while True:
         message = await receive()
         if message["type"] == "websocket.disconnect":
-            log = os.environ.get("WS_DISCONNECT_LOG")
-            if log:
-                with open(log, "a") as f:
-                    f.write(f"{message['code']} {message.get('reason', '')}\n")
+            _log_disconnect(message)
             return
         if message.get("text") is not None:
             await send({"type": "websocket.send", "text": message["text"]})

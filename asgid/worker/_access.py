@@ -1,0 +1,86 @@
+"""The access log: one line per request, in a format the user chooses.
+
+The format is a ``str.format`` template over the fields below; with
+``[logging].format = "json"`` the same fields also become keys of the JSON
+line. Fields: client, method, path, query, http_version, status, bytes,
+duration (seconds), duration_ms, user_agent, referer, request_id.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+logger = logging.getLogger("asgid.access")
+
+
+FIELDS = (
+    "client",
+    "method",
+    "path",
+    "query",
+    "http_version",
+    "status",
+    "bytes",
+    "duration",
+    "duration_ms",
+    "user_agent",
+    "referer",
+    "request_id",
+)
+_SAMPLE: dict[str, Any] = dict.fromkeys(FIELDS, "") | {
+    "status": 200,
+    "bytes": 0,
+    "duration": 0.0,
+    "duration_ms": 0.0,
+}
+
+
+def check_format(template: str) -> None:
+    """Raise ``ValueError`` naming the problem if ``template`` cannot be used."""
+    try:
+        template.format_map(_SAMPLE)
+    except KeyError as exc:
+        raise ValueError(
+            f"unknown access log field {exc.args[0]!r}; fields: {', '.join(FIELDS)}"
+        ) from None
+    except (ValueError, IndexError) as exc:
+        raise ValueError(f"invalid access log format: {exc}") from None
+
+
+class AccessLog:
+    __slots__ = ("_request_id", "_template")
+
+    def __init__(self, template: str, request_id_header: str) -> None:
+        self._template = template
+        self._request_id = request_id_header.lower().encode("latin-1")
+
+    def log(self, scope: dict[str, Any], status: int, body_bytes: int, duration: float) -> None:
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        user_agent = referer = request_id = ""
+        wanted = self._request_id
+        for name, value in scope["headers"]:
+            if name == b"user-agent":
+                user_agent = value.decode("latin-1")
+            elif name == b"referer":
+                referer = value.decode("latin-1")
+            elif name == wanted:
+                request_id = value.decode("latin-1")
+        client = scope["client"]
+        query = scope["query_string"]
+        fields = {
+            "client": f"{client[0]}:{client[1]}" if client else "unix",
+            "method": scope["method"],
+            "path": scope["path"],
+            "query": "?" + query.decode("latin-1") if query else "",
+            "http_version": scope["http_version"],
+            "status": status,
+            "bytes": body_bytes,
+            "duration": duration,
+            "duration_ms": duration * 1000,
+            "user_agent": user_agent,
+            "referer": referer,
+            "request_id": request_id,
+        }
+        logger.info(self._template.format_map(fields), extra=fields)
