@@ -6,6 +6,8 @@
     GET  /json       {"message": "Hello, world!"} as application/json
     POST /upload     reads the whole request body, answers its length in bytes
 
+Every response declares its Content-Length, so all servers frame it the same way.
+
 ``starlette_app`` is a Starlette application with one route, ``GET /json``,
 answering the same JSON through ``JSONResponse``. It is built on first
 attribute access (module ``__getattr__``), so a server that serves the raw
@@ -22,8 +24,8 @@ from typing import Any
 PLAINTEXT = b"Hello, world!"
 JSON_PAYLOAD = {"message": "Hello, world!"}
 
-_PLAIN_HEADERS = [(b"content-type", b"text/plain; charset=utf-8")]
-_JSON_HEADERS = [(b"content-type", b"application/json")]
+_PLAIN = b"text/plain; charset=utf-8"
+_JSON = b"application/json"
 _NOT_FOUND = b"Not Found"
 
 
@@ -46,10 +48,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     path = scope["path"]
     if path == "/plaintext":
-        status, headers, body = 200, _PLAIN_HEADERS, PLAINTEXT
+        status, content_type, body = 200, _PLAIN, PLAINTEXT
     elif path == "/json":
         # Serialised per request, as an application would.
-        status, headers, body = 200, _JSON_HEADERS, json.dumps(JSON_PAYLOAD).encode()
+        status, content_type, body = 200, _JSON, json.dumps(JSON_PAYLOAD).encode()
     elif path == "/upload":
         size = 0
         more = True
@@ -59,9 +61,12 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
                 return
             size += len(message.get("body", b""))
             more = message.get("more_body", False)
-        status, headers, body = 200, _PLAIN_HEADERS, str(size).encode()
+        status, content_type, body = 200, _PLAIN, str(size).encode()
     else:
-        status, headers, body = 404, _PLAIN_HEADERS, _NOT_FOUND
+        status, content_type, body = 404, _PLAIN, _NOT_FOUND
+    # Content-Length is declared, as frameworks do: without it a server may choose
+    # chunked framing (uvicorn does), and the servers would not send the same bytes.
+    headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

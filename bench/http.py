@@ -482,6 +482,7 @@ class Run:
     foreign_client_core: float
     loadavg: float
     response_headers: list[str]
+    stop_s: float = 0.0  # SIGTERM to the group until the started process exited
 
 
 def measure(
@@ -540,7 +541,7 @@ def measure(
                 return 0.0
             return max(0.0, core_busy(cores_before[cpu], cores_after[cpu]) - own)
 
-        return Run(
+        run = Run(
             round=round_no,
             scenario=scenario.name,
             server=server_name,
@@ -562,7 +563,11 @@ def measure(
             response_headers=sorted(headers),
         )
     finally:
+        t0 = time.monotonic()
         server.stop()
+        stop_s = time.monotonic() - t0
+    run.stop_s = stop_s
+    return run
 
 
 # -- report ---------------------------------------------------------------------
@@ -599,6 +604,8 @@ def summarize(runs: list[Run], servers: list[str], scenarios: list[str]) -> dict
                     max(r.foreign_server_core, r.foreign_client_core) for r in rs
                 ),
                 "measured": rs[-1].measured,
+                "stop_s_max": max(r.stop_s for r in rs),
+                "response_headers": rs[-1].response_headers,
             }
         for row in per.values():
             for peer in ("uvicorn", "granian"):
@@ -620,7 +627,8 @@ def _ratio(row: dict[str, Any], key: str) -> str:
 def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     out = []
     out.append(
-        f"{meta['date']} · {meta['machine']} · {meta['rounds']} rounds x {meta['duration']} s · "
+        f"{meta['date']} · asgid {meta['versions']['asgid']} ({meta['git']}) · "
+        f"{meta['machine']} · {meta['rounds']} rounds x {meta['duration']} s · "
         f"wrk -t{meta['threads']} -c{meta['connections']} · server on CPU {meta['server_cpu']}, "
         f"wrk on CPU {meta['client_cpu']}"
     )
@@ -683,6 +691,16 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
                 f"{row['server_cpu_median']:.0%} | {row['client_cpu_median']:.0%} | "
                 f"{row['foreign_load_max']:.0%} |"
             )
+    for sc, per in summary.items():
+        heads = {
+            sv: [h for h in row["response_headers"] if h != "connection"] for sv, row in per.items()
+        }
+        if len({tuple(h) for h in heads.values()}) > 1:
+            out.append("")
+            out.append(
+                f"Note: the servers' {sc} responses differ in headers: "
+                + "; ".join(f"{sv}: {', '.join(h)}" for sv, h in heads.items())
+            )
     errors = [
         f"{sv}/{sc}: {row['errors']}"
         for sc, per in summary.items()
@@ -708,6 +726,28 @@ def package_versions() -> dict[str, str]:
     except (OSError, subprocess.TimeoutExpired):
         versions["wrk"] = "?"
     return versions
+
+
+def git_state() -> str:
+    """The commit asgid was measured at, with "+dirty" when the tree had changes."""
+    try:
+        rev = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "asgid"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return rev + ("+dirty" if dirty else "")
 
 
 def machine() -> str:
@@ -811,6 +851,7 @@ def main(argv: list[str] | None = None) -> int:
             for sv in args.servers
         },
         "loadavg_start": os.getloadavg(),
+        "git": git_state(),
     }
     total = args.rounds * len(args.servers) * len(args.scenarios)
     per_run = args.duration + args.warmup + 2

@@ -43,7 +43,15 @@ def wait_until(
 class Server:
     """A running ``python -m asgid`` process."""
 
-    def __init__(self, args: list[str], *, cwd: Path, env: dict[str, str], log: Path) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        *,
+        cwd: Path,
+        env: dict[str, str],
+        log: Path,
+        pass_fds: tuple[int, ...] = (),
+    ) -> None:
         self.args = args
         self.log_path = log
         self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
@@ -54,6 +62,7 @@ class Server:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            pass_fds=pass_fds,
         )
         self.port = 0
         self.host = "127.0.0.1"
@@ -134,6 +143,7 @@ def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sta
         env: dict[str, str] | None = None,
         cwd: Path | None = None,
         no_bind: bool = False,
+        pass_fds: tuple[int, ...] = (),
     ) -> Server:
         chosen = port or free_port()
         argv = list(args)
@@ -145,6 +155,7 @@ def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sta
             cwd=cwd or ROOT,
             env=base_env(**(env or {})),
             log=tmp_path / f"asgid-{len(servers)}.log",
+            pass_fds=pass_fds,
         )
         server.port = chosen
         servers.append(server)

@@ -63,7 +63,8 @@ def test_method(server, method):
 
 
 def test_path_is_percent_decoded_utf8(server):
-    scope = get_scope(server, b"GET /scope%2Fx/caf%C3%A9%20%E2%9C%93?q=%C3%A9 HTTP/1.1\r\nHost: x\r\n\r\n")
+    request = b"GET /scope%2Fx/caf%C3%A9%20%E2%9C%93?q=%C3%A9 HTTP/1.1\r\nHost: x\r\n\r\n"
+    scope = get_scope(server, request)
     assert scope["path"] == "/scope/x/caf\u00e9 \u2713"
     assert scope["raw_path"] == "/scope%2Fx/caf%C3%A9%20%E2%9C%93"
     assert scope["query_string"] == "q=%C3%A9"

@@ -16,6 +16,7 @@ import textwrap
 import threading
 import time
 from collections import Counter
+from collections.abc import Set
 from pathlib import Path
 
 import httpx
@@ -63,8 +64,11 @@ def served_pids(server: Server, expected: int, attempts: int = 300) -> set[int]:
     return seen
 
 
-def wait_for_workers(server: Server, count: int, *, unlike: set[int] = frozenset(), timeout=15.0):
-    """Wait until the master has exactly ``count`` workers, none of them in ``unlike``."""
+def wait_for_workers(
+    server: Server, count: int, *, unlike: Set[int] = frozenset(), timeout: float = 15.0
+) -> set[int]:
+    """Wait until the master has exactly ``count`` workers, none of them in
+    ``unlike``, and each of them answers requests."""
 
     def settled() -> bool:
         pids = worker_pids(server)
@@ -76,7 +80,9 @@ def wait_for_workers(server: Server, count: int, *, unlike: set[int] = frozenset
         raise AssertionError(
             f"wanted {count} workers not in {sorted(unlike)}, have {sorted(worker_pids(server))}"
         ) from None
-    return worker_pids(server)
+    pids = worker_pids(server)
+    assert served_pids(server, count) == pids
+    return pids
 
 
 def wait_for_log(server: Server, pattern: str, *, count: int = 1, timeout: float = 15.0) -> str:
@@ -119,9 +125,7 @@ class ClientLoop:
 
     def stop(self) -> None:
         self._stop.set()
-        for thread in self._threads:
-            thread.join(self.max_seconds + 15)
-            assert not thread.is_alive(), "client thread did not stop"
+        self.join()
 
     def _run(self, keep_alive: bool) -> None:
         deadline = time.monotonic() + self.max_seconds
@@ -142,6 +146,12 @@ class ClientLoop:
                         self.pids[int(response.text)] += 1
                     else:
                         self.errors.append(f"keep_alive={keep_alive}: {response.status_code}")
+
+    def join(self) -> None:
+        """Wait until both threads have made their requests (or run out of time)."""
+        for thread in self._threads:
+            thread.join(self.max_seconds + 15)
+            assert not thread.is_alive(), "client thread did not stop"
 
     def wait_for(self, requests: int, timeout: float = 15.0) -> None:
         """Wait until ``requests`` more requests have been answered."""
@@ -183,7 +193,8 @@ def write_app(path: Path, body: str) -> None:
 def test_configured_number_of_workers_serve(start_server: StartServer) -> None:
     server = start_server(APP, "--workers", "3", *FAST)
     workers = wait_for_workers(server, 3)
-    assert served_pids(server, 3) == workers
+    assert len(workers) == 3
+    assert all(psutil.Process(pid).ppid() == server.pid for pid in workers)
 
 
 def test_killed_worker_is_replaced(start_server: StartServer) -> None:
@@ -195,8 +206,7 @@ def test_killed_worker_is_replaced(start_server: StartServer) -> None:
     # worker's socket wait in its queue for the replacement.
     for _ in range(20):
         assert get_pid(server) != victim
-    now = wait_for_workers(server, 2, unlike={victim})
-    assert served_pids(server, 2) == now
+    wait_for_workers(server, 2, unlike={victim})
     assert f"(pid {victim}) died (signal SIGKILL)" in server.output()
 
 
@@ -204,13 +214,11 @@ def test_sigttin_and_sigttou_change_the_worker_count(start_server: StartServer) 
     server = start_server(APP, "--workers", "2", *FAST)
     wait_for_workers(server, 2)
     server.signal(signal.SIGTTIN)
-    workers = wait_for_workers(server, 3)
-    assert served_pids(server, 3) == workers
+    wait_for_workers(server, 3)
     server.signal(signal.SIGTTOU)
     wait_for_workers(server, 2)
     server.signal(signal.SIGTTOU)
     workers = wait_for_workers(server, 1)
-    assert served_pids(server, 1, attempts=20) == workers
     server.signal(signal.SIGTTOU)  # never below one worker
     wait_for_log(server, "not scaling below 1 worker")
     assert worker_pids(server) == workers
@@ -263,8 +271,7 @@ def test_reload_with_a_syntax_error_keeps_the_old_workers(
 
     write_app(app, "version three, fixed")
     server.signal(signal.SIGHUP)
-    new = wait_for_workers(server, 2, unlike=workers)
-    assert served_pids(server, 2) == new
+    wait_for_workers(server, 2, unlike=workers)
     assert {httpx.get(server.url).text for _ in range(10)} == {"version three, fixed"}
 
 
@@ -272,9 +279,7 @@ def test_reload_with_a_broken_config_file_keeps_serving(
     start_server: StartServer, tmp_path: Path
 ) -> None:
     config = tmp_path / "server.toml"
-    config.write_text(
-        f'[app]\ntarget = "{APP}"\n[workers]\ncount = 2\ngraceful_timeout = 5\n'
-    )
+    config.write_text(f'[app]\ntarget = "{APP}"\n[workers]\ncount = 2\ngraceful_timeout = 5\n')
     server = start_server("-c", str(config))
     workers = wait_for_workers(server, 2)
     config.write_text("[workers]\ncount = = 3\n")
@@ -285,8 +290,7 @@ def test_reload_with_a_broken_config_file_keeps_serving(
 
     config.write_text(f'[app]\ntarget = "{APP}"\n[workers]\ncount = 3\ngraceful_timeout = 5\n')
     server.signal(signal.SIGHUP)
-    new = wait_for_workers(server, 3, unlike=workers)
-    assert served_pids(server, 3) == new
+    wait_for_workers(server, 3, unlike=workers)
 
 
 # -- recycling ----------------------------------------------------------------------------
@@ -297,8 +301,8 @@ def test_max_requests_recycles_workers_without_dropping_requests(
 ) -> None:
     server = start_server(APP, "--workers", "2", "--limit-max-requests", "50", *FAST)
     first = wait_for_workers(server, 2)
-    with ClientLoop(server.url, max_requests=200) as client:
-        wait_until(lambda: client.done >= 400, 30)
+    with ClientLoop(server.url, max_requests=200, max_seconds=30) as client:
+        client.join()
     assert client.errors == []
     assert client.done == 400
     assert len(client.pids) > 2, client.pids
@@ -320,7 +324,7 @@ def test_max_memory_recycles_a_big_worker(start_server: StartServer) -> None:
 
 
 def test_blocked_worker_is_killed_with_a_stack_dump(start_server: StartServer) -> None:
-    server = start_server(APP, "--workers", "1", "--timeout", "2", "--timeout-graceful-shutdown", "5")
+    server = start_server(APP, "--workers", "1", *FAST, "--timeout", "2")
     (hung,) = wait_for_workers(server, 1)
     errors: list[BaseException] = []
 
@@ -337,8 +341,7 @@ def test_blocked_worker_is_killed_with_a_stack_dump(start_server: StartServer) -
     killed_after = time.monotonic() - started
     blocker.join(10)
     assert errors, "the blocked request should fail when its worker is killed"
-    replacement = wait_for_workers(server, 1, unlike={hung})
-    assert served_pids(server, 1, attempts=5) == replacement
+    wait_for_workers(server, 1, unlike={hung})
     output = server.output()
     assert f"(pid {hung}) sent no heartbeat" in output
     assert "Fatal Python error: Aborted" in output
@@ -390,9 +393,7 @@ def test_sigterm_finishes_requests_and_runs_lifespan_shutdown(
 ) -> None:
     markers = tmp_path / "markers"
     markers.mkdir()
-    server = start_server(
-        APP, "--workers", "2", *FAST, env={"TEST_MARKERS": str(markers)}
-    )
+    server = start_server(APP, "--workers", "2", *FAST, env={"TEST_MARKERS": str(markers)})
     workers = wait_for_workers(server, 2)
     result: list[httpx.Response | BaseException] = []
 
@@ -442,6 +443,7 @@ def test_pidfile_is_written_and_removed(start_server: StartServer, tmp_path: Pat
     pidfile = tmp_path / "run" / "asgid.pid"
     pidfile.parent.mkdir()
     server = start_server(APP, "--workers", "1", "--pidfile", str(pidfile), *FAST)
+    wait_until(pidfile.exists, 5)
     assert pidfile.read_text() == f"{server.pid}\n"
     server.signal(signal.SIGTERM)
     assert server.wait(15) == 0

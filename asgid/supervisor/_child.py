@@ -59,6 +59,7 @@ def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socke
         signal.signal(signum, signal.SIG_IGN)  # the master decides; a terminal's ^C reaches it
     for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the master blocked them across fork()
     faulthandler.enable(file=sys.stderr, all_threads=True)  # SIGABRT from the master dumps stacks
     _logging.set_role(f"worker {slot}")
     setproctitle.setproctitle(f"asgid: worker {slot} [{config.app.target}]")

@@ -429,7 +429,16 @@ class Master:
         config = self.config
         sockets = self.listeners.for_slot(slot)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
-        pid = os.fork()
+        # A signal that reaches the child before it has set up its own handlers
+        # would run the master's (which does nothing there) and be lost: block
+        # them across the fork; the child unblocks once its handlers are set.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED_SIGNALS)
+        pid = -1
+        try:
+            pid = os.fork()
+        finally:
+            if pid != 0:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid == 0:  # pragma: no cover - the child process, measured by the process tests
             try:
                 parent.close()

@@ -183,23 +183,57 @@ def merge_dead_files(directory: str, pid: int) -> None:
         else:
             os.unlink(path)  # per-process gauges: meaningless once the process is gone
             continue
+        if not _has_header(path):  # killed before prometheus_client sized its file
+            os.unlink(path)
+            continue
         archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
         try:
-            for key, value, timestamp in MmapedDict.read_all_values_from_file(path):
-                current, current_ts = archive.read_value(key)
+            # Only gauges in mostrecent mode carry timestamps; a key's presence in the
+            # archive, not its timestamp, says whether there is a value to combine with.
+            archived = {k: (v, ts) for k, v, ts in archive.read_all_values()}
+            # (key, value, timestamp, position) in recent releases; older ones had no position.
+            for key, value, timestamp, *_ in MmapedDict.read_all_values_from_file(path):
+                if key not in archived:
+                    archive.write_value(key, value, timestamp)
+                    continue
+                current, current_ts = archived[key]
                 if mode == "sum":
                     archive.write_value(key, current + value, timestamp)
                 elif mode == "max":
                     archive.write_value(key, max(current, value), timestamp)
                 elif mode == "min":
-                    archive.write_value(
-                        key, min(current, value) if current_ts else value, timestamp
-                    )
+                    archive.write_value(key, min(current, value), timestamp)
                 elif timestamp >= current_ts:
                     archive.write_value(key, value, timestamp)
         finally:
             archive.close()
         os.unlink(path)
+
+
+def _has_header(path: str) -> bool:
+    """Whether prometheus_client has sized ``path`` yet (it creates the file empty)."""
+    try:
+        return os.path.getsize(path) >= 8
+    except OSError:
+        return False
+
+
+class _AppCollector:
+    """The application's metrics: prometheus_client's multiprocess merge of the files.
+
+    Like ``MultiProcessCollector``, except that a file a worker is creating right
+    now (empty until prometheus_client sizes it, and holding no values yet) is
+    skipped rather than failing the whole scrape.
+    """
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def collect(self) -> Iterator[Any]:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        files = [f for f in glob.glob(os.path.join(self.directory, "*.db")) if _has_header(f)]
+        yield from MultiProcessCollector.merge(files, accumulate=True)
 
 
 class Exporter:
@@ -215,11 +249,10 @@ class Exporter:
     def render(self, accept: str) -> tuple[bytes, str]:
         from prometheus_client import CollectorRegistry
         from prometheus_client.exposition import choose_encoder
-        from prometheus_client.multiprocess import MultiProcessCollector
 
         registry = CollectorRegistry(auto_describe=False)
         registry.register(_Collector(self))
-        MultiProcessCollector(registry, self.directory)
+        registry.register(_AppCollector(self.directory))
         encoder, content_type = choose_encoder(accept)
         return encoder(registry), content_type
 

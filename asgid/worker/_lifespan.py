@@ -12,6 +12,7 @@ import asyncio
 import logging
 from typing import Any
 
+from ._app import _user_traceback
 from ._types import ASGIApp, Message
 
 logger = logging.getLogger("asgid.error")
@@ -65,13 +66,13 @@ class Lifespan:
                 pass  # startup.failed was sent; the app's message says why
             elif self._startup_done.is_set():
                 self._shutdown_failure = f"{type(exc).__name__}: {exc}"
-                logger.error("exception in lifespan after startup", exc_info=exc)
+                logger.error("%s", _user_traceback(exc, "exception in lifespan after startup"))
             elif self.mode == "auto":
                 self._unsupported = True
                 logger.info("the app does not support the ASGI lifespan protocol (%r)", exc)
             else:
                 self._failure = self._failure or _describe(exc)
-                logger.error("exception in lifespan startup", exc_info=exc)
+                logger.error("%s", _user_traceback(exc, "exception in lifespan startup"))
             if not isinstance(exc, Exception):
                 raise
         else:

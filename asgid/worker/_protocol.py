@@ -16,7 +16,7 @@ import logging
 import os
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 from urllib.parse import unquote_to_bytes
 
 import httptools
@@ -38,6 +38,7 @@ logger = logging.getLogger("asgid.error")
 access_logger = logging.getLogger("asgid.access")
 
 BODY_HIGH_WATER = 65536
+FILE_CHUNK = 262144  # bytes read per write by http.response.pathsend
 _NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
@@ -62,6 +63,7 @@ class HttpProtocol(asyncio.Protocol):
         "parser",
         "pending_error",
         "pipeline",
+        "read_eof",
         "read_paused",
         "scheme",
         "server",
@@ -80,7 +82,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self.scheme = "https" if tls else "http"
         self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int] | None = None
+        self.server: tuple[str, int | None] | None = None
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
@@ -90,6 +92,7 @@ class HttpProtocol(asyncio.Protocol):
         self.pipeline: deque[Cycle] = deque()
         self.deadline = 0.0
         self.read_paused = False
+        self.read_eof = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
@@ -102,7 +105,11 @@ class HttpProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         self.client = _address(transport.get_extra_info("peername"))
-        self.server = _address(transport.get_extra_info("sockname"))
+        sockname = transport.get_extra_info("sockname")
+        if isinstance(sockname, str) and sockname:
+            self.server = (sockname, None)  # a Unix socket: [path, None] in the scope
+        else:
+            self.server = _address(sockname)
         state = self.state
         state.connections.add(self)
         self.deadline = state.now + state.timeout_request_header
@@ -129,9 +136,15 @@ class HttpProtocol(asyncio.Protocol):
             self.ws.eof()
             return False
         # A half-closed client may still read its answer; close once it is written.
+        # The app learns the client is gone from receive(): a request that was
+        # cut short is disconnected, a complete one sees http.disconnect next.
         if self.active is None:
             return False
         self.closing = True
+        self.read_eof = True
+        if self.cycle is not None:
+            self.cycle.disconnect()
+        self.active.wake()
         return True
 
     def data_received(self, data: bytes) -> None:
@@ -154,12 +167,15 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserInvalidMethodError:
             self.fail(400, "invalid method")
         except httptools.HttpParserError as exc:
-            if self.closing and self.cycle is None:
-                return  # bytes after the connection's last request: ignored
+            if self._after_last_request():
+                return  # RFC 9112 9.6: what follows a closing request is not read
             reason = str(exc) or "malformed request"
             self.fail(505 if "HTTP version" in reason else 400, reason)
         else:
             self._count_head_bytes(len(data))
+
+    def _after_last_request(self) -> bool:
+        return self.closing and self.cycle is None
 
     def _count_head_bytes(self, size: int) -> None:
         # httptools buffers a header line until it ends and only then calls
@@ -574,7 +590,7 @@ class Cycle:
                     return {"type": "http.request", "body": b"", "more_body": False}
                 if self.disconnected:
                     return _DISCONNECT
-            elif self.disconnected or self.response.complete:
+            elif self.disconnected or self.response.complete or self.conn.read_eof:
                 return _DISCONNECT
             self.waiter = self.conn.loop.create_future()
             try:
@@ -638,7 +654,7 @@ class Cycle:
                 size = os.fstat(f.fileno()).st_size
                 conn.transport.write(self.response.head_for_file(size))
                 if self.response.sends_body and size:
-                    await conn.loop.sendfile(conn.transport, f, 0, size)
+                    await self._write_file(f, size)
         except OSError as exc:
             if self.disconnected:
                 raise ClientDisconnected("the client disconnected") from exc
@@ -646,6 +662,21 @@ class Cycle:
         self.finished = True
         conn.response_complete(self)
         self.wake()
+
+    async def _write_file(self, f: BinaryIO, size: int) -> None:
+        # uvloop has no loop.sendfile(): copy in chunks, waiting while the
+        # transport is above its high-water mark (what asyncio's fallback does).
+        conn = self.conn
+        while size > 0:
+            chunk = f.read(min(FILE_CHUNK, size))
+            if not chunk:
+                raise OSError(f"file {f.name!r} shrank while it was being sent")
+            conn.transport.write(chunk)
+            size -= len(chunk)
+            if conn.write_paused:
+                await conn.drain()
+            if self.disconnected:
+                raise ClientDisconnected("the client disconnected")
 
     def record(self) -> None:
         """The response is over: count it, and log it."""

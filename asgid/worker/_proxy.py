@@ -83,15 +83,17 @@ def apply_proxy_headers(
         return client, scheme
     chain: list[str] = []
     proto: str | None = None
+    forwarded: list[str] = []
     for name, value in headers:
         if name == b"x-forwarded-for":
             chain.extend(h.strip() for h in value.decode("latin-1").split(","))
         elif name == b"x-forwarded-proto":
             proto = value.decode("latin-1").split(",")[-1].strip().lower()
-        elif name == b"forwarded" and not chain:
-            hosts, forwarded_proto = _parse_forwarded(value.decode("latin-1"))
-            chain.extend(hosts)
-            proto = proto or forwarded_proto
+        elif name == b"forwarded":
+            forwarded.append(value.decode("latin-1"))
+    if forwarded and not chain and proto is None:
+        # X-Forwarded-* win over Forwarded, whatever order the headers come in.
+        chain, proto = _parse_forwarded(",".join(forwarded))
     if proto in ("http", "https", "ws", "wss"):
         websocket = scheme in ("ws", "wss")
         secure = proto in ("https", "wss")

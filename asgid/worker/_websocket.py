@@ -142,7 +142,8 @@ class WebSocketSession:
                 continue
             opcode = event.opcode
             if opcode is Opcode.TEXT or opcode is Opcode.BINARY or opcode is Opcode.CONT:
-                self._on_data_frame(opcode, bytes(event.data), event.fin)
+                if self.disconnect is None:  # nothing more once the connection failed
+                    self._on_data_frame(opcode, bytes(event.data), event.fin)
             elif opcode is Opcode.PONG:
                 self.ping_sent_at = 0.0
             elif opcode is Opcode.CLOSE:
@@ -157,6 +158,8 @@ class WebSocketSession:
                     }
                 self.closed = True
                 self._wake()
+        if self.protocol.parser_exc is not None and self.disconnect is None:
+            self._failed()  # what arrived before the error is delivered first
         self.flush()
         if self.protocol.state is State.CLOSED and self.disconnect is None:
             self.lost()
@@ -207,6 +210,20 @@ class WebSocketSession:
     def _fail_utf8(self, exc: UnicodeDecodeError) -> None:
         self.fragments = []
         self.protocol.fail(1007, f"invalid UTF-8: {exc.reason}")
+        self._failed()
+
+    def _failed(self) -> None:
+        """The protocol failed the connection: the app may no longer send.
+
+        The app's ``websocket.disconnect`` carries the code the server sent
+        (1002, 1007, 1009, 1011), or 1006 where none was sent.
+        """
+        self.closed = True
+        if self.disconnect is None:
+            sent = self.protocol.close_sent
+            code, reason = (sent.code, sent.reason) if sent is not None else (CLOSE_ABNORMAL, "")
+            self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
+        self._wake()
 
     def flush(self) -> None:
         transport = self.conn.transport
@@ -237,6 +254,7 @@ class WebSocketSession:
         ):
             logger.info("closing a WebSocket whose peer stopped answering pings")
             self.protocol.fail(CLOSE_INTERNAL_ERROR, "keepalive ping timeout")
+            self._failed()
             self.flush()
             self.close_deadline = now + CLOSE_TIMEOUT
             return
@@ -279,11 +297,13 @@ class WebSocketSession:
                 self.close_deadline = state.now + CLOSE_TIMEOUT
             elif self.http_response is not None and not self.http_response.complete:
                 self.conn.transport.close()
-        finally:
-            state.websockets.discard(self)
+        # The session stays in ``state.websockets`` until the connection is lost
+        # (``lost``), so the tick still enforces the closing handshake's deadline.
 
     def _app_failed(self, exc: BaseException) -> None:
-        if self.closed and self.protocol.state is not State.OPEN:
+        # ``disconnect`` is set once the peer closed or the connection was lost
+        # (a reset leaves the protocol OPEN): there is nobody left to tell.
+        if self.disconnect is not None or (self.closed and self.protocol.state is not State.OPEN):
             logger.debug("WebSocket application raised after the connection closed: %r", exc)
             return
         if isinstance(exc, InvalidMessage):

@@ -10,6 +10,8 @@ Paths (WebSocket):
   /pid                  accept, send the worker's pid, then echo
   /slow                 accept, read nothing until HTTP GET /release, then count
                         binary messages and answer "count <n> <bytes>" to text "end"
+  /late-echo            echo text, but wait 0.3 s before each answer and log
+                        "late-echo sent" after it (whether or not send raised)
   anything else         echo text and bytes
 
 Every ``websocket.disconnect`` the app receives is appended to the file named by
@@ -32,11 +34,15 @@ def _released():
     return _release
 
 
-def _log_disconnect(message):
+def _log_line(line):
     log = os.environ.get("WS_DISCONNECT_LOG")
     if log:
         with open(log, "a") as f:
-            f.write(f"{message['code']} {message.get('reason', '')}\n")
+            f.write(line + "\n")
+
+
+def _log_disconnect(message):
+    _log_line(f"{message['code']} {message.get('reason', '')}")
 
 
 def _scope_view(scope):
@@ -114,7 +120,7 @@ async def app(scope, receive, send):
     if scope["subprotocols"]:
         accept["subprotocol"] = scope["subprotocols"][-1]
     await send(accept)
-    if path == "/scope":
+    if path.startswith("/scope"):
         await send({"type": "websocket.send", "text": json.dumps(_scope_view(scope))})
     if path == "/pid":
         await send({"type": "websocket.send", "text": str(os.getpid())})
@@ -131,6 +137,13 @@ async def app(scope, receive, send):
         if message["type"] == "websocket.disconnect":
             _log_disconnect(message)
             return
+        if path == "/late-echo":
+            await asyncio.sleep(0.3)  # the peer may be gone by now: send raises
+            try:
+                await send({"type": "websocket.send", "text": message["text"]})
+            finally:
+                _log_line("late-echo sent")
+            continue
         if message.get("text") is not None:
             await send({"type": "websocket.send", "text": message["text"]})
         else:
