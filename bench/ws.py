@@ -160,10 +160,9 @@ class EchoConnection(asyncio.Protocol):
         self.closed: asyncio.Future[None] = ready.get_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
         key = base64.b64encode(os.urandom(16)).decode()
-        transport.write(
+        self.transport.write(
             (
                 f"GET {PATH} HTTP/1.1\r\nHost: {HOST}:{self.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"

@@ -52,7 +52,18 @@ def get_json(url: str, **kwargs: Any) -> tuple[httpx.Response, dict[str, Any]]:
 # (TOML appended after 7 lines of [app] and [server], line, key, what was expected)
 BAD_CONFIGS = {
     "unknown key": ("[workers]\ncont = 2\n", 9, "workers.cont", "did you mean 'count'?"),
-    "unknown section": ("[worker]\ncount = 2\n", 8, "", "unknown section [worker]"),
+    "unknown section": (
+        "[worker]\ncount = 2\n",
+        8,
+        "worker",
+        "unknown section (did you mean 'workers'?)",
+    ),
+    "unknown section, no match": (
+        "[zzz]\ncount = 2\n",
+        8,
+        "zzz",
+        "unknown section; expected one of app, server, workers, http,",
+    ),
     "wrong type": (
         '[workers]\ncount = "two"\n',
         9,

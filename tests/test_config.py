@@ -321,7 +321,8 @@ def test_unreadable_file(tmp_path: Path) -> None:
 # (TOML text, line, key, message fragment)
 FILE_ERRORS = [
     ('[app]\ntarget = "a:b"\n[workers]\ncont = 2\n', 4, "workers.cont", "did you mean 'count'"),
-    ('[app]\ntarget = "a:b"\n\n[worker]\ncount = 2\n', 4, "", "unknown section [worker]"),
+    ('[app]\ntarget = "a:b"\n\n[worker]\ncount = 2\n', 4, "worker", "did you mean 'workers'"),
+    ('worker.count = 2\n[app]\ntarget = "a:b"\n', 1, "worker", "did you mean 'workers'"),
     ('[app]\ntarget = "a:b"\n[workers]\ncount = "two"\n', 4, "workers.count", "positive integer"),
     (
         '[app]\ntarget = "a:b"\n[http]\ntimeout_keep_alive = -1\n',

@@ -319,10 +319,8 @@ def test_readyz_follows_the_workers(start_metrics: Callable[..., Metrics]) -> No
     assert metrics.value("asgid_workers", samples, state="starting") == 2
 
     wait_until(lambda: metrics.get("/readyz").status_code == 200, 15)
-    samples = metrics.scrape()
-    assert metrics.value("asgid_workers", samples, state="ready") == 2
-    assert metrics.value("asgid_workers", samples, state="starting") == 0
-    assert metrics.value("asgid_workers", samples, state="draining") == 0
+    assert metrics.value("asgid_workers", state="ready") >= 1  # ready_min_workers = 1
+    metrics.wait_ready(2)
 
     # No worker ready (both killed, their replacements take 2 s to start): 503 again.
     for pid in worker_pids(metrics.server):

@@ -20,10 +20,9 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
-from conftest import APPS, ROOT, StartServer, base_env, wait_until
+from conftest import APPS, ROOT, RawConnection, StartServer, base_env, wait_until
 
 from asgid.supervisor._systemd import Notifier, listen_fds
 
@@ -157,10 +156,13 @@ def test_watchdog_interval_is_half_of_watchdog_usec(
 # -- a real master with NOTIFY_SOCKET -------------------------------------------------------
 
 
-def _pid(url: str) -> int:
-    response = httpx.get(url + "/pid", timeout=5)
-    assert response.status_code == 200
-    return int(response.text)
+def _pid(port: int) -> int:
+    """The pid of the worker that answers a request on a new connection."""
+    with RawConnection(("127.0.0.1", port)) as conn:
+        conn.send(b"GET /pid HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        response = conn.read_response()
+    assert response.status == 200, response.head
+    return int(response.body)
 
 
 def _workers(pid: int) -> set[int]:
@@ -173,7 +175,7 @@ def test_notify_ready_reloading_stopping(start_server: StartServer, listener: Li
     )
     ready = listener.wait_for("READY")
     # READY=1 means served: no waiting for the port here.
-    first = {_pid(server.url) for _ in range(50)}
+    first = {_pid(server.port) for _ in range(50)}
     assert first == _workers(server.pid)
     assert len(first) == 2
     assert ready["MAINPID"] == str(server.pid)
@@ -189,7 +191,7 @@ def test_notify_ready_reloading_stopping(start_server: StartServer, listener: Li
     reloaded = listener.wait_for("READY")
     assert "last reload succeeded" in reloaded["STATUS"]
     # Every worker that answers now is a new one.
-    assert not {_pid(server.url) for _ in range(50)} & first
+    assert not {_pid(server.port) for _ in range(50)} & first
 
     server.signal(signal.SIGTERM)
     stopping = listener.wait_for("STOPPING")
@@ -227,7 +229,7 @@ def test_notify_ready_waits_for_every_worker(
     )
     listener.wait_for("READY")
     assert time.monotonic() - started >= 1.0
-    assert {_pid(server.url) for _ in range(50)} == _workers(server.pid)
+    assert {_pid(server.port) for _ in range(50)} == _workers(server.pid)
 
 
 def test_boot_failure_never_notifies_ready(start_server: StartServer, listener: Listener) -> None:
@@ -313,10 +315,9 @@ def test_socket_activation_serves_on_the_inherited_socket(
     activated: tuple[subprocess.Popen[bytes], int, Path],
 ) -> None:
     proc, port, log = activated
-    url = f"http://127.0.0.1:{port}"
     # Connections queue on the inherited socket until a worker accepts them.
     wait_until(lambda: len(_workers(proc.pid)) == 2, 15)
-    pids = {_pid(url) for _ in range(100)}
+    pids = {_pid(port) for _ in range(100)}
     assert pids == _workers(proc.pid), log.read_text()
     output = log.read_text()
     assert f"listening on 127.0.0.1:{port}" in output
@@ -324,7 +325,7 @@ def test_socket_activation_serves_on_the_inherited_socket(
     # A reload keeps serving on the same socket.
     proc.send_signal(signal.SIGHUP)
     wait_until(lambda: len(_workers(proc.pid)) == 2 and not _workers(proc.pid) & pids, 15)
-    assert not {_pid(url) for _ in range(50)} & pids
+    assert not {_pid(port) for _ in range(50)} & pids
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(15) == 0
 

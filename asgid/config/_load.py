@@ -96,10 +96,12 @@ def _read_toml(path: str, origins: dict[str, Origin] | None = None) -> dict[str,
     values: dict[str, Any] = {}
     for section, table in data.items():
         if section not in SECTIONS:
+            hint = _suggest(section, SECTIONS) or f"; expected one of {', '.join(SECTIONS)}"
             raise ConfigError(
-                f"unknown section [{section}]{_suggest(section, SECTIONS)}",
+                f"unknown section{hint}",
                 source=path,
-                line=_find_line(text, section, None),
+                key=section,
+                line=_find_line(text, section, None) or _find_line(text, None, section),
             )
         if not isinstance(table, dict):
             raise ConfigError(

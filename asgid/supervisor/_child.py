@@ -4,7 +4,8 @@
 It imports the application (so a reload picks up new code), drops privileges,
 then runs a ``Worker`` on a fresh uvloop. The event loop (not a thread) sends
 the heartbeats, so they stop when the loop is blocked. The worker stops
-gracefully on SIGTERM, quickly on SIGQUIT, and by itself when the master's
+gracefully when the master sends ``drain`` on the channel, quickly on
+SIGQUIT, and by itself when the master's
 end of the channel closes.
 """
 
@@ -57,7 +58,9 @@ def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socke
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(signum, signal.SIG_IGN)  # the master decides; a terminal's ^C reaches it
-    for signum in (signal.SIGTERM, signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1, signal.SIGUSR2):
+    for signum in (signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(signum, signal.SIG_IGN)  # group-wide SIGTERM: the master drains us
+    for signum in (signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the master blocked them across fork()
     faulthandler.enable(file=sys.stderr, all_threads=True)  # SIGABRT from the master dumps stacks
@@ -134,6 +137,8 @@ async def _serve(
         elif due:
             report(msg.DUE, reason="max_requests")  # the master ignores repeats
 
+    decoder = msg.Decoder()
+
     def on_channel() -> None:
         try:
             data = channel.recv(4096)
@@ -145,6 +150,16 @@ async def _serve(
             loop.remove_reader(channel.fileno())
             logger.warning("the master is gone; stopping")
             worker.stop()
+            return
+        try:
+            messages = decoder.feed(data)
+        except msg.FrameError as exc:
+            logger.error("garbage from the master (%s); stopping", exc)
+            worker.stop()
+            return
+        for message in messages:
+            if message.type == msg.DRAIN:
+                worker.stop(restart=bool(message.data.get("restart")))
 
     worker = Worker(
         config,
@@ -152,8 +167,6 @@ async def _serve(
         ssl_context=make_ssl_context(config.server),
         on_tick=on_tick,
     )
-    loop.add_signal_handler(signal.SIGTERM, worker.stop)
-    loop.add_signal_handler(signal.SIGUSR2, lambda: worker.stop(restart=True))
     loop.add_signal_handler(signal.SIGQUIT, lambda: worker.stop(force=True))
     loop.add_signal_handler(signal.SIGUSR1, _logging.reopen_files)
     loop.add_reader(channel.fileno(), on_channel)

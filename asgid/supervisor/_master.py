@@ -25,7 +25,7 @@ import setproctitle
 
 from .. import _logging
 from .._sockets import bind_socket, describe
-from ..config import Config, ConfigError, load_config, parse_bind
+from ..config import BindAddress, Config, ConfigError, load_config, parse_bind
 from . import _core, _metrics
 from . import _messages as msg
 from ._child import worker_main
@@ -87,6 +87,8 @@ class Listeners:
             parsed = parse_bind(address)
             per_slot = reuse and not parsed.path and parsed.fd < 0
             if per_slot and address not in self.per_slot:
+                if parsed.port:
+                    _check_port_free(parsed)
                 self.per_slot[address] = {}
             if per_slot:
                 for slot in range(worker_count(config)):
@@ -159,6 +161,18 @@ class Listeners:
         self.per_slot.clear()
 
 
+def _check_port_free(address: BindAddress) -> None:
+    """Fail like a plain bind would if another process already listens there.
+
+    SO_REUSEPORT would otherwise let a second asgid (or anything else with
+    the option) silently share the port and take half of the connections.
+    """
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((address.host, address.port))
+
+
 class Master:
     def __init__(
         self,
@@ -225,6 +239,8 @@ class Master:
         deadline = self.core.next_deadline()
         if deadline is not None:
             timeout = min(timeout, max(0.0, deadline - now))
+        if self.notifier.watchdog_interval:  # a WatchdogSec below 2 s needs pings within 1 s
+            timeout = min(timeout, max(0.0, self._next_watchdog - now))
         for key, mask in self.selector.select(timeout):
             if key.fd == self._wakeup_r:
                 self._read_signals()
@@ -420,6 +436,17 @@ class Master:
             self.notifier.stopping(action.status)
 
     def _kill(self, pid: int, signum: int) -> None:
+        # The core asks for a drain as SIGTERM (shutdown) or SIGUSR2 (replacement).
+        # It travels over the worker's channel instead, so that a SIGTERM or ^C
+        # sent to the whole process group (systemd's default KillMode, a
+        # terminal) is decided by the master alone: workers ignore both.
+        channel = self.channels.get(pid)
+        if signum in (signal.SIGTERM, signal.SIGUSR2) and channel is not None:
+            try:
+                channel.send(msg.encode(msg.DRAIN, restart=signum == signal.SIGUSR2))
+            except OSError:
+                pass  # gone or wedged: the kill deadline takes care of it
+            return
         try:
             os.kill(pid, signum)
         except ProcessLookupError:

@@ -6,9 +6,11 @@ bytes arrived (whole frames, halves, several at once) and returns the complete
 messages. No sockets here: the master and the worker do their own reads and
 writes.
 
-Types: ``ready``; ``heartbeat`` (requests, in_progress, connections, lag);
-``due`` (reason: the worker asks to be replaced, e.g. ``max_requests``);
-``boot_failed`` (code, message: the app could not start).
+Worker to master: ``ready``; ``heartbeat`` (requests, in_progress,
+connections, lag, metrics); ``due`` (reason: the worker asks to be replaced,
+e.g. ``max_requests``); ``boot_failed`` (code, message: the app could not
+start). Master to worker: ``drain`` (restart: finish in-flight work and exit;
+WebSockets close with 1012 when ``restart``, else 1001).
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ READY = "ready"
 HEARTBEAT = "heartbeat"
 DUE = "due"
 BOOT_FAILED = "boot_failed"
-TYPES = frozenset({READY, HEARTBEAT, DUE, BOOT_FAILED})
+DRAIN = "drain"
+TYPES = frozenset({READY, HEARTBEAT, DUE, BOOT_FAILED, DRAIN})
 
 
 class FrameError(Exception):

@@ -72,7 +72,8 @@ class AccessLog:
         fields = {
             "client": f"{client[0]}:{client[1]}" if client else "unix",
             "method": scope["method"],
-            "path": scope["path"],
+            # As sent (percent-encoded): a decoded path could hold CR/LF and forge lines.
+            "path": scope["raw_path"].decode("latin-1"),
             "query": "?" + query.decode("latin-1") if query else "",
             "http_version": scope["http_version"],
             "status": status,

@@ -137,7 +137,12 @@ def _user_traceback(exc: BaseException, headline: str) -> str:
     return f"{headline}:\n{''.join(lines).rstrip()}"
 
 
+_IMPORTLIB_DIR = os.path.dirname(importlib.__file__) + os.sep
+
+
 def _is_internal(filename: str) -> bool:
-    return filename.startswith(os.path.dirname(os.path.dirname(__file__))) or (
-        "importlib" in filename and "_bootstrap" in filename
+    return (
+        filename.startswith(os.path.dirname(os.path.dirname(__file__)))
+        or filename.startswith(_IMPORTLIB_DIR)  # importlib.import_module()
+        or filename.startswith("<frozen importlib.")
     )

@@ -60,6 +60,7 @@ class Worker:
         self._stop: asyncio.Event | None = None
         self._force = False
         self._restart = False
+        self._stop_requested = False
 
     # -- control (call from the worker's loop) -------------------------------
 
@@ -71,6 +72,7 @@ class Worker:
         """
         self._force = self._force or force
         self._restart = self._restart or restart
+        self._stop_requested = True
         if self._stop is not None:
             self._stop.set()
 
@@ -85,6 +87,8 @@ class Worker:
         """Serve until ``stop()``; raises ``LifespanFailure`` if startup fails."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
+        if self._stop_requested:  # asked before the loop was serving
+            self._stop.set()
         state = self.state = ServerState(self.config, self.app, loop)
         state.defaults.set_date(time.time())
         lifespan = Lifespan(self.app, self.config.app.lifespan, state.lifespan_state)

@@ -75,8 +75,12 @@ async def app(scope, receive, send):
         await lifespan(scope, receive, send)
         return
     assert scope["type"] == "http"
-    log(f"CALL {scope['method']} {scope['path']}")
+    shown = scope["path"].replace("\r", "\\r").replace("\n", "\\n")
+    log(f"CALL {scope['method']} {shown}")
     path = scope["path"]
+    root_path = scope.get("root_path", "")
+    if root_path and path.startswith(root_path):
+        path = path[len(root_path) :]  # route on the path below the mount point
     args = query(scope)
     handler = ROUTES.get(path)
     if handler is None and path.startswith("/scope"):

@@ -1,0 +1,450 @@
+#!/usr/bin/env python3
+"""What metrics cost: scrapes under heavy recycling, and requests/s with and without them.
+
+    python bench/metrics.py                     # both parts
+    python bench/metrics.py --part recycle --recycles 1000
+    python bench/metrics.py --part overhead --rounds 3 --duration 5
+
+**recycle**: asgid with ``--limit-max-requests 1`` and a few workers serves an
+app that updates a prometheus_client Counter and Histogram per request, while
+one client sends requests (a new connection each) until the master has
+replaced ``--recycles`` workers (``asgid_worker_restarts_total{reason=
+"max_requests"}``). Every few requests it scrapes /metrics and counts the
+files in the multiprocess directory. Reported: the wall time, the scrape
+latency at the start and after the recycles, the most files ever seen and
+the count at the end (the target: live workers' files plus one archive per
+type), whether asgid's and the app's counters both equal the requests
+answered, and, for scale, how long prometheus_client takes to read the same
+data left as one file per dead worker (what asgid's merging avoids).
+
+**overhead**: the raw-ASGI plaintext app (``bench/apps.py``), one worker,
+``--no-access-log``, server pinned with ``taskset -c 0`` and wrk with
+``taskset -c 1``, in three configurations: ``--metrics-bind`` (request
+metrics on), ``--metrics-bind --no-request-metrics``, and no metrics
+endpoint; interleaved rounds with a rotating order, the median per
+configuration, and the overhead against no metrics.
+
+Every server runs in its own process group and is stopped by process group;
+every wait has a deadline and every loop a bound. Only 127.0.0.1 is used.
+Results go to stdout and to ``bench/results/metrics-<time>.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# bench/http.py would shadow the standard library's ``http`` for scripts run from here.
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import contextlib  # noqa: E402
+import datetime as dt  # noqa: E402
+import glob  # noqa: E402
+import http.client  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import textwrap  # noqa: E402
+import time  # noqa: E402
+from collections.abc import Iterator  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+BENCH = Path(_HERE)
+ROOT = BENCH.parent
+HOST = "127.0.0.1"
+READY_TIMEOUT = 30.0
+STOP_TIMEOUT = 10.0
+
+RECYCLE_APP = textwrap.dedent(
+    '''
+    """Counts each request with a prometheus_client Counter and Histogram."""
+    import time
+
+    from prometheus_client import Counter, Histogram
+
+    HITS = Counter("bench_hits", "Requests the app counted.", ["route"])
+    LATENCY = Histogram("bench_latency_seconds", "Time in the app.")
+
+
+    async def app(scope, receive, send):
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        started = time.perf_counter()
+        HITS.labels(route="hello").inc()
+        body = b"Hello, world!"
+        headers = [(b"content-type", b"text/plain"), (b"content-length", b"13")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        LATENCY.observe(time.perf_counter() - started)
+    '''
+)
+
+
+# -- processes ----------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+class Asgid:
+    """``python -m asgid`` in its own process group."""
+
+    def __init__(
+        self, args: list[str], *, env: dict[str, str], log: Path, cpu: int | None = None
+    ) -> None:
+        self.port = free_port()
+        cmd = [sys.executable, "-m", "asgid", *args, "--host", HOST, "--port", str(self.port)]
+        if cpu is not None:
+            cmd = ["taskset", "-c", str(cpu), *cmd]  # taskset execs: same pid, same group
+        self.log_path = log
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, path: str = "/", timeout: float = READY_TIMEOUT) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"asgid exited:\n{self.log_path.read_text()[-3000:]}")
+            with contextlib.suppress(OSError):
+                if get(self.port, path)[0] == 200:
+                    return
+            time.sleep(0.05)
+        raise TimeoutError(f"asgid not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self._log.close()
+
+
+def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """One GET on a new connection."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=timeout)
+    try:
+        conn.request("GET", path, headers={"connection": "close"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def scrape(port: int) -> tuple[float, dict[tuple[str, str], float]]:
+    """Seconds one /metrics scrape took, and its samples by (name, labels as text)."""
+    started = time.perf_counter()
+    status, body = get(port, "/metrics")
+    elapsed = time.perf_counter() - started
+    if status != 200:
+        raise RuntimeError(f"/metrics answered {status}: {body[:300]!r}")
+    samples = {}
+    for line in body.decode().splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
+        if match:
+            samples[(match.group(1), match.group(2) or "")] = float(match.group(3))
+    return elapsed, samples
+
+
+def total(samples: dict[tuple[str, str], float], name: str, labels: str = "") -> float:
+    return sum(v for (n, ls), v in samples.items() if n == name and labels in ls)
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+# -- part 1: recycling ----------------------------------------------------------------
+
+
+def bench_recycle(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    app_dir = workdir / "app"
+    app_dir.mkdir()
+    (app_dir / "bench_metrics_app.py").write_text(RECYCLE_APP)
+    multiproc = workdir / "multiproc"
+    multiproc.mkdir()
+    metrics_port = free_port()
+    env = dict(os.environ, PROMETHEUS_MULTIPROC_DIR=str(multiproc))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH", "")]))
+    server = Asgid(
+        [
+            "bench_metrics_app:app",
+            "--app-dir",
+            str(app_dir),
+            "--workers",
+            str(args.workers),
+            "--limit-max-requests",
+            "1",
+            "--metrics-bind",
+            f"{HOST}:{metrics_port}",
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        log=workdir / "recycle.log",
+    )
+    try:
+        server.wait_ready()
+        # The readiness probe was one request; wait for the master to count it.
+        answered, errors = 1, 0
+        _wait_count(metrics_port, answered)
+        start_scrapes = [scrape(metrics_port)[0] for _ in range(20)]
+        start_files = len(os.listdir(multiproc))
+        files_seen = [start_files]
+        scrape_times: list[float] = []
+        restarts = 0.0
+        started = time.monotonic()
+        deadline = started + args.max_seconds
+        for sent in range(1, args.recycles * 20 + 1):
+            if time.monotonic() > deadline:
+                break
+            try:
+                status, _ = get(server.port, "/")
+                if status == 200:
+                    answered += 1
+                else:
+                    errors += 1
+            except OSError:
+                errors += 1
+            if sent % 10 == 0:
+                files_seen.append(len(os.listdir(multiproc)))
+                elapsed, samples = scrape(metrics_port)
+                scrape_times.append(elapsed)
+                restarts = total(samples, "asgid_worker_restarts_total", 'reason="max_requests"')
+                if restarts >= args.recycles:
+                    break
+        wall = time.monotonic() - started
+        _wait_count(metrics_port, answered)
+        end_scrapes = []
+        for _ in range(20):
+            elapsed, samples = scrape(metrics_port)
+            end_scrapes.append(elapsed)
+        restarts = total(samples, "asgid_worker_restarts_total", 'reason="max_requests"')
+        end_files = sorted(os.listdir(multiproc))
+        unmerged = _unmerged_reference(multiproc, workdir, int(restarts) + args.workers)
+        return {
+            "workers": args.workers,
+            "recycles": int(restarts),
+            "requests_answered": answered,
+            "request_errors": errors,
+            "wall_s": round(wall, 1),
+            "recycles_per_s": round(restarts / wall, 1),
+            "asgid_requests_total": total(samples, "asgid_requests_total"),
+            "app_counter_total": total(samples, "bench_hits_total"),
+            "app_histogram_count": total(samples, "bench_latency_seconds_count"),
+            "counts_match": total(samples, "asgid_requests_total")
+            == total(samples, "bench_hits_total")
+            == answered,
+            "scrape_ms_start": _summary(start_scrapes),
+            "scrape_ms_during": _summary(scrape_times),
+            "scrape_ms_after": _summary(end_scrapes),
+            "files_start": start_files,
+            "files_max": max(files_seen),
+            "files_end": len(end_files),
+            "files_end_names": end_files,
+            "files_bound": 2 * (2 * args.workers) + 2,
+            "unmerged_reference": unmerged,
+        }
+    finally:
+        server.stop()
+
+
+def _wait_count(metrics_port: int, expected: int, timeout: float = 15.0) -> None:
+    """Poll until asgid_requests_total reaches ``expected`` (heartbeats are 1 s apart)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if total(scrape(metrics_port)[1], "asgid_requests_total") >= expected:
+            return
+        time.sleep(0.1)
+
+
+def _summary(values: list[float]) -> dict[str, float]:
+    if not values:
+        return {}
+    ordered = sorted(values)
+    return {
+        "p50": ms(statistics.median(ordered)),
+        "p90": ms(ordered[int(0.9 * (len(ordered) - 1))]),
+        "max": ms(ordered[-1]),
+        "n": len(ordered),
+    }
+
+
+def _unmerged_reference(multiproc: Path, workdir: Path, dead: int) -> dict[str, Any]:
+    """prometheus_client reading one file per dead worker: what merging saves."""
+    from prometheus_client import CollectorRegistry, generate_latest
+    from prometheus_client.multiprocess import MultiProcessCollector
+
+    sources = sorted(glob.glob(str(multiproc / "*_archive.db")))
+    if not sources:
+        return {}
+    reference = workdir / "unmerged"
+    reference.mkdir()
+    for pid in range(100000, 100000 + dead):
+        for source in sources:
+            kind = os.path.basename(source)[: -len("_archive.db")]
+            shutil.copyfile(source, reference / f"{kind}_{pid}.db")
+    times = []
+    for _ in range(5):
+        started = time.perf_counter()
+        registry = CollectorRegistry(auto_describe=False)
+        MultiProcessCollector(registry, str(reference))
+        generate_latest(registry)
+        times.append(time.perf_counter() - started)
+    return {"files": len(os.listdir(reference)), "render_ms": _summary(times)}
+
+
+# -- part 2: requests/s ----------------------------------------------------------------
+
+
+CONFIGS = {
+    "request metrics": ["--metrics-bind", "METRICS"],
+    "metrics, no request metrics": ["--metrics-bind", "METRICS", "--no-request-metrics"],
+    "no metrics": [],
+}
+
+
+def bench_overhead(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    names = list(CONFIGS)
+    runs: dict[str, list[float]] = {name: [] for name in names}
+    env = dict(os.environ)
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    for round_ in range(args.rounds):
+        order = names[round_ % len(names) :] + names[: round_ % len(names)]
+        for name in order:
+            extra = [a if a != "METRICS" else f"{HOST}:{free_port()}" for a in CONFIGS[name]]
+            server = Asgid(
+                ["bench.apps:app", "--workers", "1", "--no-access-log", "--log-level", "warning"]
+                + extra,
+                env=env,
+                log=workdir / f"overhead-{round_}-{names.index(name)}.log",
+                cpu=args.server_cpu,
+            )
+            try:
+                server.wait_ready("/plaintext")
+                wrk(server.port, args, args.warmup)
+                rps = wrk(server.port, args, args.duration)
+            finally:
+                server.stop()
+            runs[name].append(rps)
+            print(f"  round {round_ + 1} {name:<28} {rps:>10.0f} req/s", flush=True)
+    base = statistics.median(runs["no metrics"])
+    return {
+        name: {
+            "rps_runs": [round(r) for r in values],
+            "rps_median": round(statistics.median(values)),
+            "overhead_pct": round(100 * (1 - statistics.median(values) / base), 2),
+        }
+        for name, values in runs.items()
+    }
+
+
+def wrk(port: int, args: argparse.Namespace, duration: int) -> float:
+    cmd = [
+        "taskset",
+        "-c",
+        str(args.client_cpu),
+        "wrk",
+        "-t1",
+        f"-c{args.connections}",
+        f"-d{duration}s",
+        f"http://{HOST}:{port}/plaintext",
+    ]
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, timeout=duration + 30, start_new_session=True
+    )
+    out = proc.stdout + proc.stderr
+    match = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    if proc.returncode != 0 or match is None or "Non-2xx" in out or "Socket errors" in out:
+        raise RuntimeError(f"wrk failed (exit {proc.returncode}):\n{out}")
+    return float(match.group(1))
+
+
+# -- main ------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="asgid-bench-metrics-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--part", choices=("all", "recycle", "overhead"), default="all")
+    parser.add_argument("--recycles", type=int, default=1000)
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--max-seconds", type=float, default=600.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--server-cpu", type=int, default=0)
+    parser.add_argument("--client-cpu", type=int, default=1)
+    args = parser.parse_args()
+    results: dict[str, Any] = {"date": dt.datetime.now().isoformat(timespec="seconds")}
+    with scratch() as workdir:
+        if args.part in ("all", "recycle"):
+            print(f"recycle: {args.workers} workers, --limit-max-requests 1", flush=True)
+            recycle = results["recycle"] = bench_recycle(args, workdir)
+            shown = {k: v for k, v in recycle.items() if k != "files_end_names"}
+            print(json.dumps(shown, indent=2))
+            print("files at the end:", " ".join(recycle["files_end_names"]))
+        if args.part in ("all", "overhead"):
+            if shutil.which("wrk") is None or shutil.which("taskset") is None:
+                print("overhead: skipped, wrk or taskset not installed", file=sys.stderr)
+            else:
+                print(
+                    f"overhead: plaintext, 1 worker, {args.rounds} rounds x {args.duration}s",
+                    flush=True,
+                )
+                overhead = results["overhead"] = bench_overhead(args, workdir)
+                for name, row in overhead.items():
+                    print(
+                        f"{name:<28} median {row['rps_median']:>8} req/s  "
+                        f"overhead {row['overhead_pct']:>6.2f}%  runs {row['rps_runs']}"
+                    )
+    out = BENCH / "results" / f"metrics-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"results: {out.relative_to(ROOT)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
