@@ -368,7 +368,10 @@ def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
 
 
 def pids_alive(procs: list[psutil.Process]) -> bool:
-    return all(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
+    try:
+        return all(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in procs)
+    except psutil.Error:
+        return False
 
 
 # -- wrk ------------------------------------------------------------------------
@@ -872,7 +875,13 @@ def main(argv: list[str] | None = None) -> int:
                     n += 1
                     try:
                         run = measure(rnd + 1, SCENARIOS[sc], sv, args, log_dir)
-                    except (RuntimeError, TimeoutError, OSError, subprocess.TimeoutExpired) as exc:
+                    except (
+                        RuntimeError,
+                        TimeoutError,
+                        OSError,
+                        subprocess.TimeoutExpired,
+                        psutil.Error,
+                    ) as exc:
                         failures.append(f"round {rnd + 1} {sc} {sv}: {exc}")
                         lines = str(exc).strip().splitlines() or [repr(exc)]
                         brief = lines[0] if len(lines) == 1 else f"{lines[0]} ... {lines[-1]}"

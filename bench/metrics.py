@@ -38,6 +38,8 @@ import sys
 _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
 
+sys.path.insert(0, os.path.dirname(_HERE))  # asgid from this checkout
+
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
 import datetime as dt  # noqa: E402
@@ -136,6 +138,22 @@ class Asgid:
             time.sleep(0.05)
         raise TimeoutError(f"asgid not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the master and its workers so far."""
+        import psutil
+
+        try:
+            root = psutil.Process(self.proc.pid)
+            procs = [root, *root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return 0.0
+        seconds = 0.0
+        for proc in procs:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                times = proc.cpu_times()
+                seconds += times.user + times.system
+        return seconds
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
@@ -219,6 +237,7 @@ def bench_recycle(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         server.wait_ready()
         # The readiness probe was one request; wait for the master to count it.
         answered, errors = 1, 0
+        error_kinds: dict[str, int] = {}
         _wait_count(metrics_port, answered)
         start_scrapes = [scrape(metrics_port)[0] for _ in range(20)]
         start_files = len(os.listdir(multiproc))
@@ -236,8 +255,11 @@ def bench_recycle(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                     answered += 1
                 else:
                     errors += 1
-            except OSError:
+                    error_kinds[f"status {status}"] = error_kinds.get(f"status {status}", 0) + 1
+            except (OSError, http.client.HTTPException) as exc:
                 errors += 1
+                kind = type(exc).__name__
+                error_kinds[kind] = error_kinds.get(kind, 0) + 1
             if sent % 10 == 0:
                 files_seen.append(len(os.listdir(multiproc)))
                 elapsed, samples = scrape(metrics_port)
@@ -259,6 +281,7 @@ def bench_recycle(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             "recycles": int(restarts),
             "requests_answered": answered,
             "request_errors": errors,
+            "request_error_kinds": error_kinds,
             "wall_s": round(wall, 1),
             "recycles_per_s": round(restarts / wall, 1),
             "asgid_requests_total": total(samples, "asgid_requests_total"),
@@ -338,7 +361,7 @@ CONFIGS = {
 
 def bench_overhead(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     names = list(CONFIGS)
-    runs: dict[str, list[float]] = {name: [] for name in names}
+    runs: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
     env = dict(os.environ)
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     for round_ in range(args.rounds):
@@ -346,8 +369,10 @@ def bench_overhead(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         for name in order:
             extra = [a if a != "METRICS" else f"{HOST}:{free_port()}" for a in CONFIGS[name]]
             server = Asgid(
-                ["bench.apps:app", "--workers", "1", "--no-access-log", "--log-level", "warning"]
-                + extra,
+                [
+                    *("bench.apps:app", "--workers", "1", "--no-access-log"),
+                    *("--log-level", "warning", *extra),
+                ],
                 env=env,
                 log=workdir / f"overhead-{round_}-{names.index(name)}.log",
                 cpu=args.server_cpu,
@@ -355,23 +380,48 @@ def bench_overhead(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
             try:
                 server.wait_ready("/plaintext")
                 wrk(server.port, args, args.warmup)
-                rps = wrk(server.port, args, args.duration)
+                cpu_before = server.cpu_seconds()
+                rps, requests = wrk(server.port, args, args.duration)
+                cpu_us = (server.cpu_seconds() - cpu_before) / requests * 1e6
             finally:
                 server.stop()
-            runs[name].append(rps)
-            print(f"  round {round_ + 1} {name:<28} {rps:>10.0f} req/s", flush=True)
-    base = statistics.median(runs["no metrics"])
-    return {
-        name: {
-            "rps_runs": [round(r) for r in values],
-            "rps_median": round(statistics.median(values)),
-            "overhead_pct": round(100 * (1 - statistics.median(values) / base), 2),
+            runs[name].append((rps, cpu_us))
+            print(
+                f"  round {round_ + 1} {name:<28} {rps:>10.0f} req/s {cpu_us:>7.2f} us CPU/request",
+                flush=True,
+            )
+    # Positive costs: fewer requests/s, or more CPU per request, than with no metrics.
+    base_rps = statistics.median(r for r, _ in runs["no metrics"])
+    base_cpu = statistics.median(c for _, c in runs["no metrics"])
+    result: dict[str, Any] = {"record_ns": record_cost()}
+    for name, values in runs.items():
+        rps = statistics.median(r for r, _ in values)
+        cpu = statistics.median(c for _, c in values)
+        result[name] = {
+            "rps_runs": [round(r) for r, _ in values],
+            "rps_median": round(rps),
+            "rps_overhead_pct": round(100 * (1 - rps / base_rps), 2),
+            "cpu_us_per_request_runs": [round(c, 2) for _, c in values],
+            "cpu_us_per_request_median": round(cpu, 2),
+            "cpu_overhead_pct": round(100 * (cpu / base_cpu - 1), 2),
         }
-        for name, values in runs.items()
-    }
+    return result
 
 
-def wrk(port: int, args: argparse.Namespace, duration: int) -> float:
+def record_cost() -> float:
+    """Nanoseconds one ``RequestStats.record`` call costs: the per-request price of metrics."""
+    import timeit
+
+    from asgid.worker._stats import RequestStats
+
+    stats = RequestStats()
+    timer = timeit.Timer(lambda: stats.record("GET", 200, 0.0004, 13))
+    number = 200_000
+    return round(min(timer.repeat(5, number)) / number * 1e9, 1)
+
+
+def wrk(port: int, args: argparse.Namespace, duration: int) -> tuple[float, int]:
+    """Requests/s and requests answered in one wrk run."""
     cmd = [
         "taskset",
         "-c",
@@ -386,10 +436,11 @@ def wrk(port: int, args: argparse.Namespace, duration: int) -> float:
         cmd, capture_output=True, text=True, timeout=duration + 30, start_new_session=True
     )
     out = proc.stdout + proc.stderr
-    match = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
-    if proc.returncode != 0 or match is None or "Non-2xx" in out or "Socket errors" in out:
+    rps = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    count = re.search(r"^\s+(\d+) requests in", out, re.M)
+    if proc.returncode != 0 or not rps or not count or "Non-2xx" in out or "Socket errors" in out:
         raise RuntimeError(f"wrk failed (exit {proc.returncode}):\n{out}")
-    return float(match.group(1))
+    return float(rps.group(1)), int(count.group(1))
 
 
 # -- main ------------------------------------------------------------------------------
@@ -434,10 +485,15 @@ def main() -> int:
                     flush=True,
                 )
                 overhead = results["overhead"] = bench_overhead(args, workdir)
+                print(f"RequestStats.record: {overhead['record_ns']} ns per request")
                 for name, row in overhead.items():
+                    if name == "record_ns":
+                        continue
                     print(
-                        f"{name:<28} median {row['rps_median']:>8} req/s  "
-                        f"overhead {row['overhead_pct']:>6.2f}%  runs {row['rps_runs']}"
+                        f"{name:<28} median {row['rps_median']:>8} req/s "
+                        f"(cost {row['rps_overhead_pct']:+.2f}%)  "
+                        f"{row['cpu_us_per_request_median']:>6.2f} us CPU/request "
+                        f"(cost {row['cpu_overhead_pct']:+.2f}%)"
                     )
     out = BENCH / "results" / f"metrics-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)

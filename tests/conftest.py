@@ -206,8 +206,17 @@ class RawResponse:
 class RawConnection:
     """A blocking client socket with a deadline on every read."""
 
-    def __init__(self, address: object, *, timeout: float = 5.0, family: int = socket.AF_INET):
+    def __init__(
+        self,
+        address: object,
+        *,
+        timeout: float = 5.0,
+        family: int = socket.AF_INET,
+        rcvbuf: int = 0,
+    ):
         self.sock = socket.socket(family, socket.SOCK_STREAM)
+        if rcvbuf:  # before connect(), so that the TCP window starts small
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
         self.sock.connect(address)
         self.buffer = b""

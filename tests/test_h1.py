@@ -340,10 +340,31 @@ def test_streamed_http10_is_close_delimited():
     assert not response.keep_alive
 
 
-def test_http10_whole_body_keeps_content_length():
-    response = make(version="1.0")
+def test_http10_keep_alive_is_announced():
+    response = make(version="1.0", keep_alive=True)
     start(response)
-    assert response.body(b"abc", False).endswith(b"content-length: 3\r\n\r\nabc")
+    data = response.body(b"abc", False)
+    assert data.endswith(b"content-length: 3\r\nconnection: keep-alive\r\n\r\nabc")
+    assert response.keep_alive
+    file_response = make(version="1.0", keep_alive=True)
+    start(file_response)
+    assert file_response.head_for_file(3).endswith(b"connection: keep-alive\r\n\r\n")
+    streamed = make(version="1.0", keep_alive=True, defaults=ResponseDefaults(date_header=False))
+    start(streamed, headers=[(b"content-length", b"3")])
+    assert b"connection: keep-alive\r\n" in streamed.body(b"a", True)
+
+
+def test_http11_keep_alive_is_implicit():
+    response = make(keep_alive=True)
+    start(response)
+    assert b"connection" not in response.body(b"abc", False)
+
+
+def test_http10_whole_body_keeps_content_length():
+    response = make(version="1.0", keep_alive=False)
+    start(response)
+    data = response.body(b"abc", False)
+    assert data.endswith(b"content-length: 3\r\nconnection: close\r\n\r\nabc")
 
 
 def test_head_response_has_length_but_no_body():
@@ -462,9 +483,7 @@ def test_header_injection_rejected(header):
         start(response, headers=[header])
 
 
-@pytest.mark.parametrize(
-    "headers", [[("x-a", "b")], [(b"x-a",)], [b"x-a: b"], [(b"x-a", 1)], 5]
-)
+@pytest.mark.parametrize("headers", [[("x-a", "b")], [(b"x-a",)], [b"x-a: b"], [(b"x-a", 1)], 5])
 def test_header_types_checked(headers):
     response = make()
     with pytest.raises(InvalidMessage):

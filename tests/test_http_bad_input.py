@@ -198,7 +198,9 @@ def test_bad_chunk_after_a_body_the_app_is_reading(server):
     # The app already runs when the body turns out malformed: it sees a disconnect.
     before = len(calls(server))
     with RawConnection((server.host, server.port)) as conn:
-        conn.send(b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        conn.send(
+            b"POST /echo HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+        )
         wait_until(lambda: len(calls(server)) > before, timeout=5)
         conn.send(b"zz\r\n")
         response = conn.read_response()
@@ -216,7 +218,9 @@ def test_bad_chunk_after_a_body_the_app_is_reading(server):
         b"GET / HTTP/1.1\r\nHost:\r\n\r\n",
         b"GET / HTTP/1.1\r\nHost: [::1]:8000\r\n\r\n",
         b"\r\nGET / HTTP/1.1\r\n" + H + b"\r\n",
-        b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\n"
+        + H
+        + b"Transfer-Encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: Chunked\r\n\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 0005\r\n\r\nhello",
         b"GET / HTTP/1.1\r\n" + H + b"X-A: \x80\xff latin\t1\r\n\r\n",

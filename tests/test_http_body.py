@@ -90,9 +90,15 @@ def test_unread_body_is_discarded_before_the_next_request(server):
 def test_unread_chunked_body_is_discarded(server):
     with connect(server, timeout=10) as conn:
         conn.send(
-            b"POST /no-read HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
-            + b"10000\r\n" + b"y" * 0x10000 + b"\r\n0\r\n\r\n"
-            + b"GET /echo HTTP/1.1\r\n" + H + b"\r\n"
+            b"POST /no-read HTTP/1.1\r\n"
+            + H
+            + b"Transfer-Encoding: chunked\r\n\r\n"
+            + b"10000\r\n"
+            + b"y" * 0x10000
+            + b"\r\n0\r\n\r\n"
+            + b"GET /echo HTTP/1.1\r\n"
+            + H
+            + b"\r\n"
         )
         assert conn.read_response().body == b"not reading"
         assert conn.read_response().status == 200
@@ -104,7 +110,9 @@ def test_large_upload_to_a_slow_reader_is_not_buffered(server):
     block = b"z" * (1024 * 1024)
     with connect(server, timeout=0.5) as conn:
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 65536)
-        conn.send(b"POST /slow-read?hold=3 HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % total)
+        conn.send(
+            b"POST /slow-read?hold=3 HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % total
+        )
         wait_until(lambda: "EVENT slow-read started" in server.output(), timeout=5)
         sent = 0
         deadline = time.monotonic() + 2
@@ -210,5 +218,7 @@ def test_no_100_continue_for_http10(server):
 
 
 def test_100_continue_with_httpx(server):
-    response = httpx.post(server.url + "/expect", content=b"abc", headers={"Expect": "100-continue"})
+    response = httpx.post(
+        server.url + "/expect", content=b"abc", headers={"Expect": "100-continue"}
+    )
     assert response.text == "got 3"

@@ -252,3 +252,44 @@ def test_timeouts_do_not_close_a_connection_mid_response(start_server, flag):
     with RawConnection((server.host, server.port), timeout=10) as conn:
         conn.send(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.read_response().body == b"slept"
+
+
+def test_keep_alive_timeout_is_never_cut_short(start_server):
+    # Idle connections opened at different moments all stay open for the full
+    # timeout, whatever the phase of the worker's once-a-second tick.
+    server = start_server("httpapp:app", "--timeout-keep-alive", "1.5")
+    conns = []
+    try:
+        for _ in range(4):
+            conn = RawConnection((server.host, server.port), timeout=10)
+            conns.append(conn)
+            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            conn.read_response()
+            conn.answered = time.monotonic()
+            time.sleep(0.25)  # spread the requests over a tick (not a sync point)
+        for conn in conns:
+            assert conn.is_closed_by_server()
+            idle = time.monotonic() - conn.answered
+            assert idle >= 1.4, f"closed after {idle:.2f}s of a 1.5s keep-alive"
+    finally:
+        for conn in conns:
+            conn.sock.close()
+
+
+def test_request_header_timeout_is_never_cut_short(start_server):
+    server = start_server("httpapp:app", "--timeout-request-header", "1.5")
+    conns = []
+    try:
+        for _ in range(4):
+            conn = RawConnection((server.host, server.port), timeout=10)
+            conns.append(conn)
+            conn.send(b"GET / HTTP/1.1\r\n")
+            conn.started = time.monotonic()
+            time.sleep(0.25)  # spread over a tick (not a sync point)
+        for conn in conns:
+            assert conn.is_closed_by_server()
+            waited = time.monotonic() - conn.started
+            assert waited >= 1.4, f"closed after {waited:.2f}s of a 1.5s header timeout"
+    finally:
+        for conn in conns:
+            conn.sock.close()

@@ -43,7 +43,11 @@ def test_access_log_streamed_and_error_responses(start_server):
     httpx.head(server.url + "/")
     wait_until(lambda: len(access_lines(server)) == 3, timeout=5)
     stream, error, head = access_lines(server)
-    assert (stream["request"], stream["status"], stream["bytes"]) == ("GET /stream HTTP/1.1", "200", "35")
+    assert (stream["request"], stream["status"], stream["bytes"]) == (
+        "GET /stream HTTP/1.1",
+        "200",
+        "35",
+    )
     assert (error["request"], error["status"]) == ("GET /error HTTP/1.1", "500")
     assert (head["request"], head["status"]) == ("HEAD / HTTP/1.1", "200")
 

@@ -274,3 +274,21 @@ def test_no_trailers_without_te(server):
         assert response.trailers == []
         conn.send(b"GET / HTTP/1.1\r\n" + H + b"\r\n")
         assert conn.read_response().body == b"Hello, world!"
+
+
+def produced_mib(server) -> int:
+    lines = [line for line in server.output().splitlines() if line.startswith("EVENT produced")]
+    return int(lines[-1].split()[2]) if lines else 0
+
+
+def test_streamed_response_to_a_slow_client_is_not_buffered(server):
+    """send() waits while the client does not read: the app cannot run ahead."""
+    total_mib = 128
+    with RawConnection((server.host, server.port), timeout=10, rcvbuf=65536) as conn:
+        conn.send(b"GET /produce?mb=%d HTTP/1.1\r\n" % total_mib + H + b"\r\n")
+        wait_until(lambda: "CALL GET /produce" in server.output(), timeout=5)
+        time.sleep(1)  # give a runaway producer time to run (not a sync point)
+        assert produced_mib(server) <= 32, f"{produced_mib(server)} MiB produced unread"
+        response = conn.read_response()
+        assert len(response.body) == total_mib * 1024 * 1024
+    assert produced_mib(server) == total_mib

@@ -54,7 +54,7 @@ def test_cidr_with_host_bits_is_accepted():
 
 @pytest.mark.parametrize("entry", ["not-an-ip", "10.0.0.0/33", "1.2.3"])
 def test_invalid_entries_raise(entry):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="does not appear to be an IPv4 or IPv6"):
         TrustedProxies([entry])
 
 
@@ -151,9 +151,7 @@ def test_forwarded(value, client, scheme):
         ),
     ],
 )
-def test_x_forwarded_headers_take_precedence_over_forwarded(
-    forwarded_first, x_forwarded, expected
-):
+def test_x_forwarded_headers_take_precedence_over_forwarded(forwarded_first, x_forwarded, expected):
     headers = [*x_forwarded, ("forwarded", "for=5.6.7.8;proto=https")]
     if forwarded_first:
         headers.reverse()

@@ -397,6 +397,16 @@ def test_shutdown_closes_websockets_with_1001(echo: Server) -> None:
     assert echo.wait(15) == 0
 
 
+def test_shutdown_does_not_wait_for_a_peer_that_ignores_the_close(echo: Server) -> None:
+    """The closing handshake has its 5 s deadline while draining, not graceful_timeout."""
+    with raw_handshake(echo) as conn:
+        echo.signal(signal.SIGTERM)
+        start = time.monotonic()
+        assert read_close(conn) == (1001, "going away")
+        wait_closed(conn, start + 8)  # graceful_timeout is 30 s
+    assert echo.wait(10) == 0
+
+
 # -- the scope -------------------------------------------------------------------------
 
 

@@ -153,6 +153,7 @@ class _Replacement:
     slot: int
     reason: str
     old: int | None
+    pid: int = 0  # the new worker, once spawned
 
 
 class Supervisor:
@@ -226,9 +227,11 @@ class Supervisor:
     def spawned(self, pid: int, slot: int, generation: int, now: float) -> None:
         worker = WorkerInfo(pid, slot, generation, started=now, last_seen=now)
         inflight = self._inflight
-        if inflight is not None and inflight.slot == slot and inflight.old is not None:
-            worker.replaces = inflight.old
-            worker.reason = inflight.reason
+        if inflight is not None and inflight.slot == slot and not inflight.pid:
+            inflight.pid = pid
+            if inflight.old is not None:
+                worker.replaces = inflight.old
+                worker.reason = inflight.reason
         self.workers[pid] = worker
 
     def heartbeat(self, pid: int, now: float, stats: dict[str, float]) -> None:
@@ -251,7 +254,7 @@ class Supervisor:
             Log("info", f"worker {worker.slot} (pid {pid}) ready, generation {worker.generation}")
         ]
         if self.stopping:
-            return actions + self._drain(worker, now)
+            return actions + self._drain(worker, now, restart=False)
         old = self.workers.get(worker.replaces) if worker.replaces else None
         if old is not None and old.state is not State.EXITED:
             actions.append(Restarted(worker.reason))
@@ -311,7 +314,7 @@ class Supervisor:
                     Exit(worker.boot_code or 3, reason),
                 ]
             inflight = self._inflight
-            if inflight is not None and inflight.slot == worker.slot:
+            if inflight is not None and inflight.pid == pid:
                 self._inflight = None
                 if inflight.reason == RELOAD:
                     self._queue = deque(r for r in self._queue if r.reason != RELOAD)
@@ -325,6 +328,7 @@ class Supervisor:
                         ),
                         ReloadDone(False),
                         Notify("READY", self.status()),
+                        *self._advance(now),
                     ]
                 if inflight.old is not None and inflight.old in self.workers:
                     # The old worker keeps serving; try again after a backoff.
@@ -339,6 +343,8 @@ class Supervisor:
             actions.append(
                 Log("error", f"worker {worker.slot} (pid {pid}) failed to boot: {reason}")
             )
+            if self._replacement_starting(worker.slot):
+                return actions  # another worker for this slot is already on its way
             return actions + self._backoff(worker, now)
         # READY and gone: a crash (or the hang kill we sent).
         reason = HANG if worker.hung else CRASH
@@ -404,12 +410,14 @@ class Supervisor:
         slot = self.slots.pop(index)
         slot.retired = True
         self._queue = deque(r for r in self._queue if r.slot != index)
+        if self._inflight is not None and self._inflight.slot == index:
+            self._inflight = None  # its worker is drained below and will never take over
         actions: list[Action] = [Log("info", f"scaling down to {self.count} workers")]
         for worker in self.live():
             if worker.slot == index:
                 actions.append(Restarted(SCALE))
                 actions += self._drain(worker, now)
-        return actions
+        return actions + self._advance(now)
 
     def shutdown(self, now: float, *, graceful: bool) -> list[Action]:
         first = not self.stopping
@@ -466,6 +474,16 @@ class Supervisor:
     def _all_ready(self) -> bool:
         return all(self.serving(index) is not None for index in self.slots)
 
+    def _holder(self, slot: int) -> WorkerInfo | None:
+        """The newest worker that serves ``slot`` or is starting to."""
+        candidates = [
+            w
+            for w in self.workers.values()
+            if w.slot == slot
+            and (w.state is State.STARTING or (w.state is State.READY and not w.hung))
+        ]
+        return max(candidates, key=lambda w: w.started, default=None)
+
     def _replacement_starting(self, slot: int) -> bool:
         return any(w.slot == slot and w.state is State.STARTING for w in self.workers.values())
 
@@ -476,10 +494,17 @@ class Supervisor:
             job = self._queue.popleft()
             if job.slot not in self.slots:
                 continue
-            if job.old is not None and job.old not in self.workers:
-                if self.serving(job.slot) is not None:
-                    continue  # that worker is gone and its slot already served again
-                job = _Replacement(job.slot, job.reason, None)
+            old = self.workers.get(job.old) if job.old is not None else None
+            if old is None or old.state is not State.READY or old.hung:
+                # The worker the job was for is gone (or going): replace whoever
+                # holds the slot now, unless it is already of this generation
+                # (a reload) or any worker at all holds it (recycling).
+                holder = self._holder(job.slot)
+                if holder is not None and (
+                    job.reason != RELOAD or holder.generation == self.generation
+                ):
+                    continue
+                job = _Replacement(job.slot, job.reason, holder.pid if holder else None)
             self._inflight = job
             self.slots[job.slot].respawn_at = 0.0  # this spawn covers a pending respawn
             actions.append(Spawn(job.slot, self.generation))
@@ -530,6 +555,7 @@ class Supervisor:
         if slot.failures == 1 and retry is None:
             delay = 0.0  # the first crash is replaced at once
         if retry is not None:
+            retry.pid = 0
             self._inflight = retry  # the tick spawns it again when the backoff ends
             slot.respawn_at = now + delay
             return [Log("warning", f"retrying worker {slot.index} in {delay:.1f}s")]

@@ -42,6 +42,7 @@ STATUS_LINES: dict[int, bytes] = {code: _status_line(code) for code in range(100
 _HOST_RE = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$")
 _SCHEME_RE = re.compile(rb"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _NO_BODY_STATUSES = frozenset({204, 304})
+_VALID_HOSTS: set[bytes] = set()
 
 
 def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
@@ -101,8 +102,11 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
     for name, value in headers:
         if name == b"host":
             hosts += 1
-            if not _HOST_RE.match(value):
-                raise BadRequest("invalid Host header")
+            if value not in _VALID_HOSTS:
+                if not _HOST_RE.match(value):
+                    raise BadRequest("invalid Host header")
+                if len(_VALID_HOSTS) < 256:
+                    _VALID_HOSTS.add(value)  # clients repeat their Host on every request
         elif name == b"transfer-encoding":
             if head.chunked or value.strip().lower() != b"chunked":
                 raise BadRequest("unsupported transfer coding (only a single 'chunked' is)")
@@ -324,10 +328,15 @@ class Response:
             )
         self._body_done = self.complete = True
         self.body_bytes = size
-        if not self.keep_alive:
-            head.append(b"connection: close\r\n")
+        head.append(self._connection_line())
         head.append(b"\r\n")
         return b"".join(head)
+
+    def _connection_line(self) -> bytes:
+        if not self.keep_alive:
+            return b"connection: close\r\n"
+        # An HTTP/1.0 client keeps the connection only when the response says so.
+        return b"connection: keep-alive\r\n" if self.version == "1.0" else b""
 
     @property
     def sends_body(self) -> bool:
@@ -350,8 +359,7 @@ class Response:
                 f"response body of {size} bytes does not match content-length {self._expected}"
             )
         self._body_done = self.complete = True
-        if not self.keep_alive:
-            head.append(b"connection: close\r\n")
+        head.append(self._connection_line())
         head.append(b"\r\n")
         if self.sends_body:
             head.append(body)
@@ -370,8 +378,7 @@ class Response:
         else:
             self._framing = _UNTIL_CLOSE
             self.keep_alive = False
-        if not self.keep_alive:
-            head.append(b"connection: close\r\n")
+        head.append(self._connection_line())
         head.append(b"\r\n")
 
     def _frame(self, body: bytes, more_body: bool) -> bytes:

@@ -112,7 +112,9 @@ class HttpProtocol(asyncio.Protocol):
             self.server = _address(sockname)
         state = self.state
         state.connections.add(self)
-        self.deadline = state.now + state.timeout_request_header
+        # The loop's clock, not the tick's state.now: that one may be a second old,
+        # which would cut timeouts short.
+        self.deadline = self.loop.time() + state.timeout_request_header
         if state.draining:
             transport.close()
 
@@ -214,7 +216,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers = []
         self.head_size = 0
         self.head_bytes = _HEAD_BEGUN
-        self.deadline = self.state.now + self.state.timeout_request_header
+        self.deadline = self.loop.time() + self.state.timeout_request_header
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -389,7 +391,7 @@ class HttpProtocol(asyncio.Protocol):
             self.active = self.pipeline.popleft()
             self.active.start()
         else:
-            self.deadline = state.now + state.timeout_keep_alive
+            self.deadline = self.loop.time() + state.timeout_keep_alive
         self.resume_reading()
 
     def fail(self, status: int, reason: str) -> None:
@@ -489,7 +491,7 @@ class Cycle:
         conn = self.conn
         if conn.state.timed:
             self.start_time = time.perf_counter()
-        self.task = conn.loop.create_task(self.run())
+        self.task = conn.state.new_task(self.run())
 
     def reject(self) -> None:
         """Over ``limit_concurrency``: answer 503 without calling the app."""

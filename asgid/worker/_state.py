@@ -7,6 +7,8 @@ on the hot path instead of walking the settings dataclasses per request.
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from ..config import Config
@@ -55,6 +57,13 @@ class ServerState:
         self.websockets: set[WebSocketSession] = set()
         self.cycles: set[Cycle] = set()
         self.now = loop.time()
+        # Tasks named up front: 3.11 formats a "Task-N" name for each one otherwise.
+        if loop.get_task_factory() is None:
+            self.new_task: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = (
+                functools.partial(asyncio.Task, loop=loop, name="asgid-request")
+            )
+        else:
+            self.new_task = loop.create_task
         self.draining = False
         self.requests = 0  # requests finished by this worker
         self.in_progress = 0

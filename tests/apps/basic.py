@@ -42,7 +42,9 @@ async def app(scope, receive, send):
         view["query_string"] = scope["query_string"].decode("latin-1")
         view["state"] = dict(scope["state"])
         view["extensions"] = sorted(scope.get("extensions", {}))
-        await respond(send, body=json.dumps(view).encode(), headers=[(b"content-type", b"application/json")])
+        await respond(
+            send, body=json.dumps(view).encode(), headers=[(b"content-type", b"application/json")]
+        )
     elif path == "/echo":
         body = await read_body(receive)
         await respond(send, body=body)

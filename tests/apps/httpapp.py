@@ -60,7 +60,9 @@ def scope_view(scope):
         if k not in ("headers", "raw_path", "query_string", "state", "extensions")
     }
     view["headers"] = [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]]
-    view["header_types"] = sorted({type(k).__name__ + "/" + type(v).__name__ for k, v in scope["headers"]})
+    view["header_types"] = sorted(
+        {type(k).__name__ + "/" + type(v).__name__ for k, v in scope["headers"]}
+    )
     view["raw_path"] = scope["raw_path"].decode("latin-1")
     view["raw_path_type"] = type(scope["raw_path"]).__name__
     view["query_string"] = scope["query_string"].decode("latin-1")
@@ -154,6 +156,20 @@ async def r_stream(scope, receive, send, args):
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     for i in range(int(args.get("n", "5"))):
         await send({"type": "http.response.body", "body": b"chunk%d\n" % i, "more_body": True})
+    await send({"type": "http.response.body", "body": b""})
+
+
+async def r_produce(scope, receive, send, args):
+    """Stream ``mb`` MiB as fast as send() allows, logging progress every 4 MiB."""
+    total = int(args.get("mb", "64")) * 1024 * 1024
+    block = b"p" * 65536
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    sent = 0
+    while sent < total:
+        await send({"type": "http.response.body", "body": block, "more_body": True})
+        sent += len(block)
+        if sent % (4 * 1024 * 1024) == 0:
+            log(f"EVENT produced {sent // (1024 * 1024)} MiB")
     await send({"type": "http.response.body", "body": b""})
 
 
@@ -274,7 +290,9 @@ async def r_invalid(scope, receive, send, args):
 async def r_pathsend(scope, receive, send, args):
     path = os.environ["PATHSEND_FILE"]
     assert "http.response.pathsend" in scope["extensions"]
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"x-kind", b"pathsend")]})
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"x-kind", b"pathsend")]}
+    )
     await send({"type": "http.response.pathsend", "path": path})
 
 
@@ -313,6 +331,7 @@ ROUTES = {
     "/no-read": r_no_read,
     "/stream": r_stream,
     "/status": r_status,
+    "/produce": r_produce,
     "/stream-status": r_stream_status,
     "/headers": r_headers,
     "/sleep": r_sleep,

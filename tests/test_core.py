@@ -1,0 +1,619 @@
+"""``_core.Supervisor`` without processes: events and ``now`` in, actions out.
+
+``Sim`` plays the master: it gives every ``Spawn`` a fresh pid and reports it
+spawned, so a test reads as the story of a few workers and asserts on what
+the supervisor decides.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterable
+
+import pytest
+
+from asgid.supervisor._core import (
+    CRASH,
+    HANG,
+    MAX_REQUESTS,
+    MEMORY,
+    RELOAD,
+    SCALE,
+    TRANSITIONS,
+    Action,
+    Exit,
+    Kill,
+    Log,
+    Notify,
+    ReloadDone,
+    Restarted,
+    Spawn,
+    State,
+    Supervisor,
+    Timeouts,
+    TransitionError,
+    WorkerInfo,
+)
+
+TIMEOUTS = Timeouts(
+    heartbeat=10.0,
+    boot=20.0,
+    graceful=30.0,
+    kill_grace=3.0,
+    backoff_base=0.5,
+    backoff_cap=4.0,
+    stable_after=10.0,
+)
+# A replaced worker drains with SIGUSR2 (WebSockets close with 1012) or
+# SIGTERM; either way it finishes what it is doing.
+DRAIN = {signal.SIGTERM, signal.SIGUSR2}
+
+
+class Sim:
+    def __init__(self, count: int = 2, timeouts: Timeouts = TIMEOUTS) -> None:
+        self.core = Supervisor(count, timeouts)
+        self.now = 1000.0
+        self._pids = iter(range(100, 10_000))
+        self.actions: list[Action] = []
+
+    def do(self, actions: list[Action]) -> list[Action]:
+        """Carry out ``actions`` the way the master does: each Spawn gets a pid."""
+        for action in actions:
+            if isinstance(action, Spawn):
+                self.core.spawned(next(self._pids), action.slot, action.generation, self.now)
+        self.actions += actions
+        return actions
+
+    def advance(self, seconds: float) -> list[Action]:
+        self.now += seconds
+        return self.do(self.core.tick(self.now))
+
+    def start(self) -> list[Action]:
+        return self.do(self.core.start())
+
+    def ready(self, pid: int) -> list[Action]:
+        return self.do(self.core.ready(pid, self.now))
+
+    def exited(self, pid: int, status: int = 0) -> list[Action]:
+        return self.do(self.core.exited(pid, status, self.now))
+
+    def starting(self, slot: int | None = None) -> list[int]:
+        return self._pids_in(State.STARTING, slot)
+
+    def serving(self, slot: int | None = None) -> list[int]:
+        return self._pids_in(State.READY, slot)
+
+    def draining(self) -> list[int]:
+        return self._pids_in(State.DRAINING, None)
+
+    def _pids_in(self, state: State, slot: int | None) -> list[int]:
+        return sorted(
+            w.pid
+            for w in self.core.workers.values()
+            if w.state is state and (slot is None or w.slot == slot)
+        )
+
+    def up(self) -> list[int]:
+        """Start every slot and make each worker ready; the serving pids."""
+        self.start()
+        for pid in self.starting():
+            self.ready(pid)
+        return self.serving()
+
+    def heartbeat_all(self) -> None:
+        for pid in self.serving():
+            self.core.heartbeat(pid, self.now, {"requests": 1})
+
+
+def of(kind: type, actions: Iterable[Action]) -> list:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, kind)]
+
+
+def kills(actions: Iterable[Action]) -> list[tuple[int, int]]:
+    return [(a.pid, a.signal) for a in of(Kill, actions)]
+
+
+def messages(actions: Iterable[Action]) -> str:
+    return "\n".join(a.message for a in of(Log, actions))
+
+
+# -- lifecycle table ------------------------------------------------------------------------
+
+
+def test_the_lifecycle_table() -> None:
+    assert TRANSITIONS == {
+        (State.STARTING, "ready"): State.READY,
+        (State.STARTING, "drain"): State.DRAINING,
+        (State.STARTING, "exit"): State.EXITED,
+        (State.READY, "drain"): State.DRAINING,
+        (State.READY, "exit"): State.EXITED,
+        (State.DRAINING, "drain"): State.DRAINING,
+        (State.DRAINING, "exit"): State.EXITED,
+    }
+
+
+@pytest.mark.parametrize(
+    ("state", "event"),
+    [
+        (State.READY, "ready"),
+        (State.DRAINING, "ready"),
+        (State.EXITED, "ready"),
+        (State.EXITED, "drain"),
+        (State.EXITED, "exit"),
+        (State.STARTING, "start"),
+    ],
+)
+def test_illegal_transitions_raise(state: State, event: str) -> None:
+    worker = WorkerInfo(pid=7, slot=0, generation=1, started=0.0, state=state)
+    with pytest.raises(TransitionError, match=f"worker 7: cannot {event} while {state.value}"):
+        worker.move(event)
+    assert worker.state is state
+
+
+# -- start and ready ----------------------------------------------------------------------------
+
+
+def test_start_spawns_every_slot() -> None:
+    sim = Sim(3)
+    assert sim.start() == [Spawn(0, 1), Spawn(1, 1), Spawn(2, 1)]
+    assert len(sim.starting()) == 3
+    assert sim.core.counts() == {"starting": 3, "ready": 0, "draining": 0}
+
+
+def test_ready_is_notified_once_every_worker_is_ready() -> None:
+    sim = Sim(2)
+    sim.start()
+    first, second = sim.starting()
+    assert of(Notify, sim.ready(first)) == []
+    assert sim.core.status() == "1/2 workers ready, 1 starting"
+    assert of(Notify, sim.ready(second)) == [Notify("READY", "2/2 workers ready")]
+    assert sim.core.ever_ready
+    # Only once: a later replacement does not announce READY again.
+    (pid,) = sim.serving(0)
+    sim.exited(pid, -9)
+    (new,) = sim.starting(0)
+    assert of(Notify, sim.ready(new)) == []
+
+
+def test_ready_twice_or_from_a_stranger_is_ignored() -> None:
+    sim = Sim(1)
+    (pid,) = sim.up()
+    assert sim.ready(pid) == []
+    assert sim.ready(4242) == []
+    assert sim.exited(4242) == []
+
+
+def test_next_deadline_follows_boot_heartbeat_and_kill() -> None:
+    sim = Sim(1)
+    assert sim.core.next_deadline() is None
+    sim.start()
+    assert sim.core.next_deadline() == sim.now + TIMEOUTS.boot
+    (pid,) = sim.starting()
+    sim.ready(pid)
+    assert sim.core.next_deadline() == sim.now + TIMEOUTS.heartbeat
+    sim.now += 4
+    sim.core.heartbeat(pid, sim.now, {})
+    assert sim.core.next_deadline() == sim.now + TIMEOUTS.heartbeat
+
+
+# -- crashes and backoff ------------------------------------------------------------------------
+
+
+def test_a_crash_is_replaced_at_once_then_with_exponential_backoff() -> None:
+    sim = Sim(1)
+    (pid,) = sim.up()
+    actions = sim.exited(pid, -signal.SIGKILL)
+    assert of(Restarted, actions) == [Restarted(CRASH)]
+    assert "worker 0 (pid 100) died (signal SIGKILL)" in messages(actions)
+    assert of(Spawn, actions) == [Spawn(0, 1)]  # the first crash: at once
+
+    delays = []
+    for _ in range(6):
+        (pid,) = sim.starting()
+        sim.ready(pid)
+        sim.now += 1
+        actions = sim.exited(pid, 1)
+        assert of(Spawn, actions) == []
+        respawn_at = sim.core.slots[0].respawn_at
+        delays.append(respawn_at - sim.now)
+        assert f"restarting it in {delays[-1]:.1f}s" in messages(actions)
+        assert sim.core.next_deadline() == respawn_at
+        assert of(Spawn, sim.advance(delays[-1] - 0.01)) == []
+        assert of(Spawn, sim.advance(0.01)) == [Spawn(0, 1)]
+    assert delays == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # doubling, capped at backoff_cap
+
+
+def test_backoff_resets_after_a_stable_period() -> None:
+    sim = Sim(1)
+    (pid,) = sim.up()
+    sim.exited(pid, 1)
+    (pid,) = sim.starting()
+    sim.ready(pid)
+    sim.exited(pid, 1)
+    assert sim.core.slots[0].failures == 2
+    sim.advance(1.0)
+    (pid,) = sim.starting()
+    sim.ready(pid)
+    for _ in range(3):
+        sim.now += TIMEOUTS.stable_after / 2
+        sim.core.heartbeat(pid, sim.now, {})
+    actions = sim.exited(pid, -signal.SIGSEGV)
+    assert of(Spawn, actions) == [Spawn(0, 1)]  # immediate again
+    assert sim.core.slots[0].failures == 1
+
+
+def test_a_crash_while_stopping_is_not_replaced() -> None:
+    sim = Sim(2)
+    first, second = sim.up()
+    sim.do(sim.core.shutdown(sim.now, graceful=True))
+    assert of(Spawn, sim.exited(first, -9)) == []
+    assert of(Exit, sim.exited(second, 0)) == [Exit(0)]
+
+
+# -- boot failures ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("code", "expected"), [(4, 4), (3, 3), (0, 3)])
+def test_a_boot_failure_before_anything_served_exits(code: int, expected: int) -> None:
+    sim = Sim(2)
+    sim.start()
+    first, second = sim.starting()
+    if code:
+        sim.core.boot_failed(first, code, "could not import module 'nope'")
+    actions = sim.exited(first, code or -signal.SIGKILL)
+    assert kills(actions) == [(second, signal.SIGQUIT)]
+    (exit_,) = of(Exit, actions)
+    assert exit_.code == expected
+    if code:
+        assert exit_.message == "could not import module 'nope'"
+    else:
+        assert exit_.message == "worker exited during boot (signal SIGKILL)"
+    assert of(Spawn, actions) == []
+
+
+def test_a_worker_that_does_not_boot_in_time_is_killed() -> None:
+    sim = Sim(1)
+    sim.start()
+    (pid,) = sim.starting()
+    assert kills(sim.advance(TIMEOUTS.boot - 1)) == []
+    assert kills(sim.advance(2)) == [(pid, signal.SIGKILL)]
+    (exit_,) = of(Exit, sim.exited(pid, -signal.SIGKILL))
+    assert exit_ == Exit(3, f"not ready within {TIMEOUTS.boot:g}s")
+
+
+def test_a_boot_failure_after_serving_backs_off() -> None:
+    sim = Sim(1)
+    (pid,) = sim.up()
+    sim.exited(pid, -9)
+    (pid,) = sim.starting()
+    sim.core.boot_failed(pid, 4, "SyntaxError")
+    actions = sim.exited(pid, 4)
+    assert of(Exit, actions) == []
+    assert "failed to boot: SyntaxError" in messages(actions)
+    assert sim.core.slots[0].respawn_at == sim.now + 1.0
+
+
+# -- hangs --------------------------------------------------------------------------------------
+
+
+def test_a_hung_worker_gets_sigabrt_then_sigkill_and_is_replaced() -> None:
+    sim = Sim(2)
+    hung, other = sim.up()
+    sim.advance(TIMEOUTS.heartbeat / 2)
+    sim.core.heartbeat(other, sim.now, {})
+    actions = sim.advance(TIMEOUTS.heartbeat / 2 + 0.1)
+    assert kills(actions) == [(hung, signal.SIGABRT)]  # a stack dump
+    assert of(Spawn, actions) == [Spawn(0, 1)]  # its replacement starts at once
+    assert "sent no heartbeat for 10.1s" in messages(actions)
+    (replacement,) = sim.starting(0)
+    assert kills(sim.advance(TIMEOUTS.kill_grace - 0.1)) == []
+    assert kills(sim.advance(0.1)) == [(hung, signal.SIGKILL)]
+    sim.ready(replacement)
+    actions = sim.exited(hung, -signal.SIGKILL)
+    assert of(Restarted, actions) == [Restarted(HANG)]
+    assert of(Spawn, actions) == []
+    assert sim.serving() == sorted([replacement, other])
+
+
+def test_a_hung_worker_that_dies_before_its_replacement_is_ready() -> None:
+    sim = Sim(1)
+    (hung,) = sim.up()
+    sim.advance(TIMEOUTS.heartbeat + 1)
+    (replacement,) = sim.starting()
+    actions = sim.exited(hung, -signal.SIGABRT)
+    assert of(Spawn, actions) == []  # the replacement is on its way
+    sim.ready(replacement)
+    assert sim.serving() == [replacement]
+
+
+def test_heartbeats_keep_a_worker_alive() -> None:
+    sim = Sim(1)
+    sim.up()
+    for _ in range(10):
+        sim.now += TIMEOUTS.heartbeat - 1
+        sim.heartbeat_all()
+        assert kills(sim.advance(0)) == []
+
+
+# -- reload -------------------------------------------------------------------------------------
+
+
+def test_reload_replaces_one_slot_at_a_time_new_before_old() -> None:
+    sim = Sim(3)
+    old = sim.up()
+    actions = sim.do(sim.core.reload(3, sim.now))
+    assert of(Notify, actions)[0].state == "RELOADING"
+    assert of(Spawn, actions) == [Spawn(0, 2)]  # one at a time
+    assert kills(actions) == []  # nothing old goes before its successor is ready
+    new = []
+    for slot in range(3):
+        (pid,) = sim.starting(slot)
+        new.append(pid)
+        sim.now += 0.5
+        actions = sim.ready(pid)
+        assert [(p, s in DRAIN) for p, s in kills(actions)] == [(old[slot], True)]
+        assert of(Restarted, actions) == [Restarted(RELOAD)]
+        if slot < 2:
+            assert of(Spawn, actions) == [Spawn(slot + 1, 2)]
+            assert of(ReloadDone, actions) == []
+    assert of(ReloadDone, actions) == [ReloadDone(True)]
+    assert of(Notify, actions) == [
+        Notify("READY", "3/3 workers ready, 3 draining; last reload succeeded")
+    ]
+    assert sim.draining() == old
+    for pid in old:
+        assert "drained and exited" in messages(sim.exited(pid, 0))
+    assert sim.serving() == new
+    assert {w.generation for w in sim.core.workers.values()} == {2}
+
+
+def test_reload_aborts_when_a_new_worker_fails_to_boot() -> None:
+    sim = Sim(2)
+    old = sim.up()
+    sim.do(sim.core.reload(2, sim.now))
+    (new,) = sim.starting(0)
+    sim.core.boot_failed(new, 4, "error while importing 'app': SyntaxError")
+    actions = sim.exited(new, 4)
+    assert "reload failed" in messages(actions)
+    assert "SyntaxError" in messages(actions)
+    assert of(ReloadDone, actions) == [ReloadDone(False)]
+    assert of(Notify, actions) == [Notify("READY", "2/2 workers ready; last reload failed")]
+    assert kills(actions) == []
+    assert of(Spawn, actions) == []
+    assert of(Exit, actions) == []
+    assert sim.serving() == old  # the old workers keep serving, same pids
+    assert not sim.core.reloading
+    # Nothing left over: the next reload starts from scratch.
+    actions = sim.do(sim.core.reload(2, sim.now))
+    assert of(Spawn, actions) == [Spawn(0, 3)]
+
+
+def test_reload_can_change_the_worker_count() -> None:
+    sim = Sim(2)
+    old = sim.up()
+    sim.do(sim.core.reload(3, sim.now))
+    for _ in range(3):
+        (pid,) = sim.starting()
+        sim.ready(pid)
+    for pid in old:
+        sim.exited(pid)
+    assert len(sim.serving()) == 3
+    assert sim.core.count == 3
+    assert not sim.core.reloading
+
+
+def test_a_second_reload_during_a_reload_replaces_every_worker_again() -> None:
+    sim = Sim(2)
+    sim.up()
+    sim.do(sim.core.reload(2, sim.now))
+    (first_new,) = sim.starting(0)
+    sim.do(sim.core.reload(2, sim.now))  # SIGHUP again before the first finished
+    for _ in range(10):
+        starting = sim.starting()
+        if not starting:
+            break
+        for pid in starting:
+            sim.ready(pid)
+        for pid in sim.draining():
+            sim.exited(pid)
+    assert not sim.core.reloading
+    assert len(sim.serving()) == 2
+    assert {sim.core.workers[pid].generation for pid in sim.serving()} == {3}
+    assert first_new not in sim.serving()
+
+
+def test_reload_while_a_crashed_worker_restarts_keeps_one_worker_per_slot() -> None:
+    sim = Sim(2)
+    first, _ = sim.up()
+    sim.exited(first, -9)
+    (respawn,) = sim.starting(0)  # booting with the old code when SIGHUP comes
+    sim.do(sim.core.reload(2, sim.now))
+    for _ in range(10):
+        starting = sim.starting()
+        if not starting:
+            break
+        for pid in starting:
+            sim.ready(pid)
+        for pid in sim.draining():
+            sim.exited(pid)
+    assert len(sim.serving(0)) == 1
+    assert len(sim.serving(1)) == 1
+    assert {sim.core.workers[pid].generation for pid in sim.serving()} == {2}
+    assert respawn not in sim.serving()
+
+
+def test_reload_while_stopping_is_ignored() -> None:
+    sim = Sim(1)
+    sim.up()
+    sim.do(sim.core.shutdown(sim.now, graceful=True))
+    assert sim.core.reload(1, sim.now) == []
+
+
+# -- recycling --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reason", [MAX_REQUESTS, MEMORY])
+def test_a_due_worker_is_replaced_new_before_old(reason: str) -> None:
+    sim = Sim(2)
+    old, other = sim.up()
+    actions = sim.do(sim.core.due(old, reason, sim.now))
+    assert f"is due for replacement: {reason}" in messages(actions)
+    assert of(Spawn, actions) == [Spawn(0, 1)]
+    assert kills(actions) == []
+    assert sim.do(sim.core.due(old, reason, sim.now)) == []  # asked again: nothing new
+    (new,) = sim.starting(0)
+    actions = sim.ready(new)
+    assert [(p, s in DRAIN) for p, s in kills(actions)] == [(old, True)]
+    assert of(Restarted, actions) == [Restarted(reason)]
+    assert sim.do(sim.core.due(old, reason, sim.now)) == []  # draining: nothing new
+    sim.exited(old, 0)
+    assert sim.serving() == sorted([new, other])
+
+
+def test_due_workers_are_replaced_one_at_a_time() -> None:
+    sim = Sim(2)
+    first, second = sim.up()
+    sim.do(sim.core.due(first, MAX_REQUESTS, sim.now))
+    assert of(Spawn, sim.do(sim.core.due(second, MAX_REQUESTS, sim.now))) == []
+    (new,) = sim.starting()
+    assert of(Spawn, sim.ready(new)) == [Spawn(1, 1)]
+
+
+def test_a_replacement_that_fails_to_boot_keeps_the_old_worker_and_retries() -> None:
+    sim = Sim(1)
+    (old,) = sim.up()
+    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    (new,) = sim.starting()
+    actions = sim.exited(new, 3)
+    assert "keeping the old worker" in messages(actions)
+    assert kills(actions) == []
+    assert sim.serving() == [old]
+    retry = sim.core.slots[0].respawn_at - sim.now
+    assert retry > 0
+    assert of(Spawn, sim.advance(retry)) == [Spawn(0, 1)]
+    (new,) = sim.starting()
+    assert [p for p, _ in kills(sim.ready(new))] == [old]
+
+
+# -- scaling ----------------------------------------------------------------------------------
+
+
+def test_scale_up_and_down() -> None:
+    sim = Sim(2)
+    first, second = sim.up()
+    actions = sim.do(sim.core.scale(+1, sim.now))
+    assert of(Spawn, actions) == [Spawn(2, 1)]
+    (third,) = sim.starting(2)
+    sim.ready(third)
+    assert sim.core.count == 3
+    actions = sim.do(sim.core.scale(-1, sim.now))
+    assert [(p, s in DRAIN) for p, s in kills(actions)] == [(third, True)]
+    assert of(Restarted, actions) == [Restarted(SCALE)]
+    assert sim.core.count == 2
+    assert 2 not in sim.core.slots
+    sim.exited(third, 0)
+    assert sim.serving() == [first, second]
+    sim.do(sim.core.scale(-1, sim.now))
+    assert "not scaling below 1 worker" in messages(sim.do(sim.core.scale(-1, sim.now)))
+    assert sim.core.count == 1
+
+
+def test_scale_down_of_a_worker_still_starting_does_not_stall_replacements() -> None:
+    sim = Sim(1)
+    (first,) = sim.up()
+    sim.do(sim.core.scale(+1, sim.now))
+    (booting,) = sim.starting(1)
+    actions = sim.do(sim.core.scale(-1, sim.now))  # TTIN, then TTOU at once
+    assert [p for p, _ in kills(actions)] == [booting]
+    sim.ready(booting)
+    sim.exited(booting, 0)
+    # Later replacements still happen.
+    assert of(Spawn, sim.do(sim.core.due(first, MAX_REQUESTS, sim.now))) == [Spawn(0, 1)]
+
+
+def test_scale_to() -> None:
+    sim = Sim(1)
+    sim.up()
+    sim.do(sim.core.scale_to(3, sim.now))
+    assert sim.core.count == 3
+    sim.do(sim.core.scale_to(1, sim.now))
+    assert sim.core.count == 1
+
+
+# -- shutdown -----------------------------------------------------------------------------------
+
+
+def test_graceful_shutdown_drains_then_kills_what_is_left() -> None:
+    sim = Sim(2)
+    first, second = sim.up()
+    actions = sim.do(sim.core.shutdown(sim.now, graceful=True))
+    assert of(Notify, actions) == [Notify("STOPPING", "stopping")]
+    assert sorted(kills(actions)) == [(first, signal.SIGTERM), (second, signal.SIGTERM)]
+    assert of(Exit, sim.exited(first, 0)) == []
+    assert kills(sim.advance(TIMEOUTS.graceful + TIMEOUTS.kill_grace - 0.1)) == []
+    assert kills(sim.advance(0.1)) == [(second, signal.SIGKILL)]
+    assert of(Exit, sim.exited(second, -signal.SIGKILL)) == [Exit(0)]
+
+
+def test_immediate_shutdown_quits_at_once() -> None:
+    sim = Sim(2)
+    first, second = sim.up()
+    actions = sim.do(sim.core.shutdown(sim.now, graceful=False))
+    assert sorted(kills(actions)) == [(first, signal.SIGQUIT), (second, signal.SIGQUIT)]
+    assert kills(sim.advance(TIMEOUTS.kill_grace)) == [
+        (first, signal.SIGKILL),
+        (second, signal.SIGKILL),
+    ]
+
+
+def test_graceful_then_immediate_shutdown() -> None:
+    sim = Sim(1)
+    (pid,) = sim.up()
+    sim.do(sim.core.shutdown(sim.now, graceful=True))
+    actions = sim.do(sim.core.shutdown(sim.now, graceful=False))
+    assert of(Notify, actions) == []  # STOPPING was said once
+    assert kills(actions) == [(pid, signal.SIGQUIT)]
+
+
+def test_shutdown_drains_replacements_and_spawns_nothing() -> None:
+    sim = Sim(1)
+    (old,) = sim.up()
+    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    (new,) = sim.starting()
+    actions = sim.do(sim.core.shutdown(sim.now, graceful=True))
+    assert sorted(kills(actions)) == sorted([(old, signal.SIGTERM), (new, signal.SIGTERM)])
+    assert sim.ready(new) == []
+    assert of(Spawn, sim.exited(new, 0)) == []
+    assert of(Exit, sim.exited(old, 0)) == [Exit(0)]
+
+
+def test_shutdown_with_no_workers_exits_at_once() -> None:
+    sim = Sim(1)
+    (pid,) = sim.up()
+    sim.exited(pid, 1)
+    (pid,) = sim.starting()
+    sim.ready(pid)
+    sim.exited(pid, 1)  # now in backoff: no worker at all
+    assert sim.core.live() == []
+    actions = sim.do(sim.core.shutdown(sim.now, graceful=True))
+    assert of(Exit, actions) == [Exit(0)]
+    assert of(Spawn, sim.advance(60)) == []
+
+
+def test_an_old_worker_failing_to_boot_during_a_reload_does_not_abort_it() -> None:
+    sim = Sim(2)
+    first, _ = sim.up()
+    sim.exited(first, -9)
+    (respawn,) = sim.starting(0)  # the old code, booting when SIGHUP comes
+    sim.do(sim.core.reload(2, sim.now))
+    new = [pid for pid in sim.starting(0) if pid != respawn]
+    assert len(new) == 1
+    sim.core.boot_failed(respawn, 4, "SyntaxError")
+    actions = sim.exited(respawn, 4)
+    assert of(ReloadDone, actions) == []
+    assert of(Spawn, actions) == []  # the new worker covers the slot
+    assert sim.core.reloading
+    sim.ready(new[0])
+    (second,) = sim.starting(1)
+    actions = sim.ready(second)
+    assert of(ReloadDone, actions) == [ReloadDone(True)]
