@@ -532,7 +532,9 @@ def summarize(runs: list[Run], servers: list[str], conns: list[int]) -> list[dic
                     "rtt_spread": (min(r.rtt_per_s for r in mine), max(r.rtt_per_s for r in mine)),
                     "cpu_us": statistics.median(r.server_cpu_us_per_msg for r in mine),
                     "server_cpu": statistics.median(r.server_cpu for r in mine),
+                    "client_cpu": statistics.median(r.client_cpu for r in mine),
                     "client_core_busy": statistics.median(r.client_core_busy for r in mine),
+                    "server_core_busy": statistics.median(r.server_core_busy for r in mine),
                 }
             )
     return rows
@@ -545,8 +547,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"server on core {meta['server_cpu']}, client on core {meta['client_cpu']}",
         "",
         "| conns | server | round trips/s (min-max) | server CPU us/msg | server CPU "
-        "| client core busy | asgid vs this (rt/s) |",
-        "|---:|---|---:|---:|---:|---:|---:|",
+        "| server core busy | client CPU / core busy | asgid vs this (rt/s) |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
         asgid = next(
@@ -560,7 +562,8 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         out.append(
             f"| {row['connections']} | {row['server']} | {row['rtt_per_s']:,.0f} "
             f"({lo:,.0f}-{hi:,.0f}) | {row['cpu_us']:.1f} | {row['server_cpu']:.0%} "
-            f"| {row['client_core_busy']:.0%} | {ratio} |"
+            f"| {row['server_core_busy']:.0%} "
+            f"| {row['client_cpu']:.0%} / {row['client_core_busy']:.0%} | {ratio} |"
         )
     out.append("")
     out.append(f"versions: {meta['versions']}; uvicorn --ws: {meta['uvicorn_ws']}")
@@ -670,7 +673,8 @@ def main() -> int:
                 print(
                     f"round {round_no} c={c:<3} {name:<16} {run.rtt_per_s:>10,.0f} rt/s "
                     f"{run.server_cpu_us_per_msg:>7.1f} us/msg  server cpu "
-                    f"{run.server_cpu:>4.0%}  client core {run.client_core_busy:>4.0%}",
+                    f"{run.server_cpu:>4.0%}  client cpu {run.client_cpu:>4.0%} "
+                    f"(core busy {run.client_core_busy:>4.0%})",
                     flush=True,
                 )
     rows = summarize(runs, servers, conns)

@@ -171,6 +171,46 @@ def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sta
             print(f"--- output of asgid {' '.join(server.args)} ---\n{server.output()}")
 
 
+@contextlib.contextmanager
+def running_server(
+    log_dir: Path, *args: str, env: dict[str, str] | None = None
+) -> Iterator[Server]:
+    """A server for a module-scoped fixture (one process shared by many tests)."""
+    port = free_port()
+    argv = [*args, "--host", "127.0.0.1", "--port", str(port), "--app-dir", str(APPS)]
+    server = Server(argv, cwd=ROOT, env=base_env(**(env or {})), log=log_dir / "asgid.log")
+    server.port = port
+    try:
+        server.wait_listening()
+        yield server
+    finally:
+        server.stop()
+
+
+class ServerView:
+    """One test's view of a shared server: ``output()`` holds only what came since."""
+
+    def __init__(self, server: Server) -> None:
+        self.server = server
+        self.host, self.port, self.url = server.host, server.port, server.url
+        self._offset = server.log_path.stat().st_size
+
+    def output(self) -> str:
+        with open(self.server.log_path, "rb") as f:
+            f.seek(self._offset)
+            return f.read().decode(errors="replace")
+
+
+@contextlib.contextmanager
+def server_view(server: Server, request: pytest.FixtureRequest) -> Iterator[ServerView]:
+    """Yield a ServerView; print its output if the test failed."""
+    view = ServerView(server)
+    yield view
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
+        print(f"--- output of the shared asgid during this test ---\n{view.output()}")
+
+
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
     report = yield

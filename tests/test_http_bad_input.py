@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 import pytest
-from conftest import RawConnection, wait_until
+from conftest import RawConnection, running_server, wait_until
 
 H = b"Host: example.com\r\n"
 
@@ -115,31 +115,9 @@ BAD_REQUESTS = {
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """One server for the whole module: each case checks it still serves afterwards."""
-    from conftest import APPS, ROOT, Server, base_env, free_port
-
-    port = free_port()
-    server = Server(
-        [
-            "httpapp:app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--app-dir",
-            str(APPS),
-            "--log-level",
-            "debug",
-        ],
-        cwd=ROOT,
-        env=base_env(),
-        log=tmp_path_factory.mktemp("bad-input") / "asgid.log",
-    )
-    server.port = port
-    try:
-        server.wait_listening()
+    log_dir = tmp_path_factory.mktemp("bad-input")
+    with running_server(log_dir, "httpapp:app", "--log-level", "debug") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def calls(server) -> list[str]:

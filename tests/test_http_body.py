@@ -8,14 +8,23 @@ import time
 
 import httpx
 import pytest
-from conftest import RawConnection, wait_until
+from conftest import RawConnection, running_server, server_view, wait_until
 
 H = b"Host: x\r\n"
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("body")
+    with running_server(log_dir, "httpapp:app") as server:
+        yield server
+
+
 @pytest.fixture
-def server(start_server):
-    return start_server("httpapp:app")
+def server(shared, request):
+    """The module's shared server; output() shows this test's lines only."""
+    with server_view(shared, request) as view:
+        yield view
 
 
 def connect(server, timeout=5.0):
@@ -133,7 +142,8 @@ def test_large_upload_to_a_slow_reader_is_not_buffered(server):
         assert response.body == str(total).encode()
 
 
-def test_pipelined_requests_are_not_read_ahead_without_bound(server):
+def test_pipelined_requests_are_not_read_ahead_without_bound(start_server):
+    server = start_server("httpapp:app")  # its own: the slow request outlives the test
     # While the first request runs, the server does not parse the ones queued behind it.
     request = b"GET /scope HTTP/1.1\r\n" + H + b"\r\n"
     with connect(server, timeout=0.5) as conn:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import json
+import signal
+import time
 
 import httpx
 import pytest
-from conftest import RawConnection
+from conftest import RawConnection, running_server, server_view, wait_until
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("connection")
+    with running_server(log_dir, "httpapp:app", "--timeout-keep-alive", "5") as server:
+        yield server
 
 
 @pytest.fixture
-def server(start_server):
-    return start_server("httpapp:app", "--timeout-keep-alive", "5")
+def server(shared, request):
+    """The module's shared server; output() shows this test's lines only."""
+    with server_view(shared, request) as view:
+        yield view
 
 
 def connect(server, timeout=5.0):
@@ -181,9 +192,76 @@ def test_half_closed_client_pipelined_requests_are_all_answered(server):
         assert conn.is_closed_by_server()
 
 
-def test_idle_connections_close_on_shutdown(server):
+def test_idle_connections_close_on_shutdown(start_server):
+    server = start_server("httpapp:app")
     with connect(server, timeout=10) as conn:
         conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         conn.read_response()
         server.stop()
+        assert conn.is_closed_by_server()
+
+
+def worker_process(server):
+    import psutil
+
+    wait_until(lambda: psutil.Process(server.pid).children(), timeout=10)
+    (worker,) = psutil.Process(server.pid).children()
+    return worker
+
+
+def has_accepted(worker, conn) -> bool:
+    local = conn.sock.getsockname()
+    return any(tuple(c.raddr) == local for c in worker.net_connections())
+
+
+def stopped_listening(worker) -> bool:
+    import psutil
+
+    try:
+        return not any(c.status == psutil.CONN_LISTEN for c in worker.net_connections())
+    except psutil.NoSuchProcess:
+        return True  # gone altogether (which is the bug these tests catch)
+
+
+def test_request_in_transit_when_draining_starts_is_served(start_server):
+    """A connection the worker accepted before it began to drain gets its answer."""
+    server = start_server("httpapp:app")
+    assert httpx.get(server.url + "/").status_code == 200  # the worker is up
+    worker = worker_process(server)
+    with connect(server, timeout=10) as conn:
+        conn.send(b"GET /in-transit HTTP/1.1\r\n")
+        wait_until(lambda: has_accepted(worker, conn), timeout=5)
+        server.signal(signal.SIGTERM)
+        wait_until(lambda: stopped_listening(worker), timeout=5)  # it is draining
+        conn.send(b"Host: x\r\n\r\n")
+        response = conn.read_response()
+        assert response.status == 200
+        assert response.header("connection") == "close"
+        assert conn.is_closed_by_server()
+    assert server.wait(10) == 0
+
+
+def test_fresh_connection_when_draining_starts_is_served(start_server):
+    server = start_server("httpapp:app")
+    assert httpx.get(server.url + "/").status_code == 200
+    worker = worker_process(server)
+    with connect(server, timeout=10) as conn:
+        wait_until(lambda: has_accepted(worker, conn), timeout=5)
+        server.signal(signal.SIGTERM)
+        wait_until(lambda: stopped_listening(worker), timeout=5)
+        conn.send(b"GET /fresh HTTP/1.1\r\nHost: x\r\n\r\n")
+        response = conn.read_response()
+        assert response.status == 200
+        assert response.header("connection") == "close"
+    assert server.wait(10) == 0
+
+
+def test_idle_fresh_connection_does_not_hold_up_shutdown(start_server):
+    server = start_server("httpapp:app", "--timeout-request-header", "30")
+    assert httpx.get(server.url + "/").status_code == 200
+    with connect(server, timeout=10) as conn:
+        started = time.monotonic()
+        server.signal(signal.SIGTERM)
+        assert server.wait(10) == 0
+        assert time.monotonic() - started < 5
         assert conn.is_closed_by_server()

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
 import pytest
-from conftest import RawConnection, raw_request, wait_until
+from conftest import RawConnection, raw_request, running_server, server_view, wait_until
 
 H = b"Host: x\r\n"
 
 
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("errors")
+    with running_server(log_dir, "httpapp:app") as server:
+        yield server
+
+
 @pytest.fixture
-def server(start_server):
+def server(shared, request):
+    """The module's shared server; output() shows this test's lines only."""
+    with server_view(shared, request) as view:
+        yield view
+
+
+@pytest.fixture
+def own_server(start_server):
+    """A server of the test's own, for tests whose requests outlive them."""
     return start_server("httpapp:app")
 
 
@@ -157,7 +173,8 @@ def test_disconnect_after_the_response_is_complete(server):
     wait_until(lambda: "EVENT after response: http.disconnect" in server.output(), timeout=5)
 
 
-def test_client_gone_mid_request_leaves_no_traceback(server):
+def test_client_gone_mid_request_leaves_no_traceback(own_server):
+    server = own_server
     # A client that goes away while the app reads the body, or while it streams
     # the response, is normal life: no traceback, no error line.
     with connect(server) as conn:
@@ -180,7 +197,8 @@ def test_client_gone_mid_request_leaves_no_traceback(server):
     assert "slept" not in output
 
 
-def test_client_reset_mid_response_leaves_no_traceback(server):
+def test_client_reset_mid_response_leaves_no_traceback(own_server):
+    server = own_server
     import socket
     import struct
 
@@ -193,3 +211,28 @@ def test_client_reset_mid_response_leaves_no_traceback(server):
     assert httpx.get(server.url + "/").status_code == 200
     assert "Traceback" not in server.output()
     assert error_lines(server) == []
+
+
+def test_connection_closed_after_a_half_closed_client_is_abandoned(own_server):
+    server = own_server
+    # The client shuts down its sending side mid-body: the app sees the disconnect,
+    # and the server must then close its side too instead of keeping the socket.
+    import signal
+
+    with connect(server) as conn:
+        conn.send(b"POST /wait-disconnect HTTP/1.1\r\n" + H + b"Content-Length: 100\r\n\r\nabc")
+        wait_until(lambda: "EVENT waiting for disconnect" in server.output(), timeout=5)
+        conn.sock.shutdown(socket.SHUT_WR)
+        wait_until(lambda: "EVENT got http.disconnect" in server.output(), timeout=5)
+        assert conn.is_closed_by_server()
+    # Nothing is left to drain: the worker stops at once.
+    server.signal(signal.SIGTERM)
+    assert server.wait(5) == 0
+
+
+def test_connection_closed_after_the_app_raises_for_a_gone_client(server):
+    with connect(server) as conn:
+        conn.send(b"POST /echo HTTP/1.1\r\n" + H + b"Content-Length: 100\r\n\r\nabc")
+        wait_until(lambda: "CALL POST /echo" in server.output(), timeout=5)
+        conn.sock.shutdown(socket.SHUT_WR)
+        assert conn.is_closed_by_server()

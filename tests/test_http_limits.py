@@ -8,7 +8,52 @@ import time
 
 import httpx
 import pytest
-from conftest import RawConnection, raw_request, wait_until
+from conftest import RawConnection, raw_request, running_server, server_view, wait_until
+
+KEEP_ALIVE = 1.5
+HEADER_TIMEOUT = 1.0
+MAX_HEADER_SIZE = 1024
+MAX_REQUEST_LINE = 512
+MAX_HEADERS = 20
+
+
+@pytest.fixture(scope="module")
+def timeouts_server(tmp_path_factory):
+    with running_server(
+        tmp_path_factory.mktemp("timeouts"),
+        "httpapp:app",
+        *("--timeout-keep-alive", str(KEEP_ALIVE)),
+        *("--timeout-request-header", str(HEADER_TIMEOUT)),
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def timeouts(timeouts_server, request):
+    with server_view(timeouts_server, request) as view:
+        yield view
+
+
+@pytest.fixture(scope="module")
+def sizes_server(tmp_path_factory):
+    with running_server(
+        tmp_path_factory.mktemp("sizes"),
+        "httpapp:app",
+        *("--max-header-size", str(MAX_HEADER_SIZE)),
+        *("--max-request-line", str(MAX_REQUEST_LINE)),
+        *("--max-headers", str(MAX_HEADERS)),
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def sizes(sizes_server, request):
+    with server_view(sizes_server, request) as view:
+        yield view
+
+
+def calls(server) -> int:
+    return server.output().count("CALL ")
 
 
 def assert_rejected(server, request: bytes, status: int) -> None:
@@ -18,12 +63,15 @@ def assert_rejected(server, request: bytes, status: int) -> None:
         assert response.status == status, response.body
         assert response.header("connection") == "close"
         assert conn.is_closed_by_server()
-    assert "CALL" not in server.output()
+    assert calls(server) == 0
     assert httpx.get(server.url + "/").status_code == 200
 
 
-def test_slowloris_partial_head_is_closed_after_the_timeout(start_server):
-    server = start_server("httpapp:app", "--timeout-request-header", "0.5")
+# -- request header timeout (slowloris) ------------------------------------------------
+
+
+def test_slowloris_partial_head_is_closed_after_the_timeout(timeouts):
+    server = timeouts
     with RawConnection((server.host, server.port), timeout=10) as slow:
         slow.send(b"GET /slow HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         started = time.monotonic()
@@ -32,13 +80,13 @@ def test_slowloris_partial_head_is_closed_after_the_timeout(start_server):
         slow.send(b"a")
         assert slow.is_closed_by_server()
         elapsed = time.monotonic() - started
-    assert 0.4 <= elapsed < 5
+    assert HEADER_TIMEOUT - 0.1 <= elapsed < HEADER_TIMEOUT + 3
     assert "CALL GET /slow" not in server.output()
 
 
-def test_slowloris_byte_by_byte_does_not_reset_the_timeout(start_server):
-    server = start_server("httpapp:app", "--timeout-request-header", "0.5")
-    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 200
+def test_slowloris_byte_by_byte_does_not_reset_the_timeout(timeouts):
+    server = timeouts
+    head = b"GET /slow HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: y\r\n" * 200
     with RawConnection((server.host, server.port), timeout=10) as slow:
         started = time.monotonic()
         closed = False
@@ -52,86 +100,96 @@ def test_slowloris_byte_by_byte_does_not_reset_the_timeout(start_server):
                 break
             time.sleep(0.01)
         assert closed or slow.is_closed_by_server()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < HEADER_TIMEOUT + 3
     assert "CALL" not in server.output()
 
 
-def test_idle_connection_without_a_request_is_closed(start_server):
-    server = start_server("httpapp:app", "--timeout-request-header", "0.5")
-    with RawConnection((server.host, server.port), timeout=10) as conn:
+def test_idle_connection_without_a_request_is_closed(timeouts):
+    with RawConnection((timeouts.host, timeouts.port), timeout=10) as conn:
         started = time.monotonic()
         assert conn.is_closed_by_server()
-        assert time.monotonic() - started < 5
+        assert time.monotonic() - started < HEADER_TIMEOUT + 3
 
 
-def test_keep_alive_timeout_closes_idle_connections(start_server):
-    server = start_server("httpapp:app", "--timeout-keep-alive", "1")
-    with RawConnection((server.host, server.port), timeout=10) as conn:
+def test_keep_alive_connection_survives_within_the_timeout(timeouts):
+    with RawConnection((timeouts.host, timeouts.port), timeout=KEEP_ALIVE - 0.6) as conn:
         conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.read_response().status == 200
-        started = time.monotonic()
-        assert conn.is_closed_by_server()
-        elapsed = time.monotonic() - started
-    assert 0.9 <= elapsed < 5
-
-
-def test_keep_alive_connection_survives_within_the_timeout(start_server):
-    server = start_server("httpapp:app", "--timeout-keep-alive", "3")
-    with RawConnection((server.host, server.port), timeout=0.8) as conn:
-        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert conn.read_response().status == 200
-        assert not conn.is_closed_by_server()  # still open after 0.8 s
+        assert not conn.is_closed_by_server()  # still open after KEEP_ALIVE - 0.6 s
         conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert conn.read_response().status == 200
 
 
-def test_keep_alive_timer_does_not_cut_a_slow_response(start_server):
-    server = start_server("httpapp:app", "--timeout-keep-alive", "1")
-    with RawConnection((server.host, server.port), timeout=10) as conn:
-        conn.send(b"GET /sleep?s=2.2 HTTP/1.1\r\nHost: x\r\n\r\n")
-        response = conn.read_response()
-        assert response.status == 200
-        assert response.body == b"slept"
+def test_timeouts_close_idle_connections_never_early(timeouts):
+    """Idle connections close after their full timeout, whatever the phase of the tick.
+
+    Connections opened at spread-out moments: some idle after a response
+    (keep-alive timeout), some stuck in a request head (header timeout).
+    """
+    server = timeouts
+    conns: list[tuple[RawConnection, float, float]] = []
+    try:
+        for _ in range(4):
+            idle = RawConnection((server.host, server.port), timeout=10)
+            conns.append((idle, 0.0, KEEP_ALIVE))
+            idle.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            idle.read_response()
+            conns[-1] = (idle, time.monotonic(), KEEP_ALIVE)
+            partial = RawConnection((server.host, server.port), timeout=10)
+            partial.send(b"GET /partial HTTP/1.1\r\n")
+            conns.append((partial, time.monotonic(), HEADER_TIMEOUT))
+            time.sleep(0.25)  # spread over a tick (not a sync point)
+        for conn, since, timeout in conns:
+            assert conn.is_closed_by_server()
+            waited = time.monotonic() - since
+            assert waited >= timeout - 0.1, f"closed after {waited:.2f}s of a {timeout}s timeout"
+            assert waited < timeout + 3
+    finally:
+        for conn, _, _ in conns:
+            conn.sock.close()
+    assert "CALL GET /partial" not in server.output()
 
 
-def test_header_timeout_does_not_cut_a_slow_response(start_server):
-    server = start_server("httpapp:app", "--timeout-request-header", "0.5")
-    response = httpx.get(server.url + "/sleep?s=1.6", timeout=10)
-    assert response.text == "slept"
+def test_timeouts_do_not_cut_a_slow_response(timeouts):
+    with RawConnection((timeouts.host, timeouts.port), timeout=10) as conn:
+        conn.send(b"GET /sleep?s=%.1f HTTP/1.1\r\nHost: x\r\n\r\n" % (KEEP_ALIVE + 1))
+        assert conn.read_response().body == b"slept"
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert conn.read_response().status == 200
 
 
-def test_max_header_size_431(start_server):
-    server = start_server("httpapp:app", "--max-header-size", "1024")
+# -- sizes -----------------------------------------------------------------------------
+
+
+def test_max_header_size_431(sizes):
     ok = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 800 + b"\r\n\r\n"
-    assert raw_request(server, ok).status == 200
+    assert raw_request(sizes, ok).status == 200
+    wait_until(lambda: calls(sizes) == 1, timeout=5)
     big = b"GET /never HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 1100 + b"\r\n\r\n"
-    server_output_before = server.output()
-    with RawConnection((server.host, server.port)) as conn:
+    with RawConnection((sizes.host, sizes.port)) as conn:
         conn.send(big)
         response = conn.read_response()
         assert response.status == 431
         assert response.header("connection") == "close"
         assert conn.is_closed_by_server()
-    assert "CALL GET /never" not in server.output()
-    assert server.output().count("CALL") == server_output_before.count("CALL")
+    assert "CALL GET /never" not in sizes.output()
+    assert httpx.get(sizes.url + "/").status_code == 200
 
 
-def test_max_header_size_counts_many_small_headers(start_server):
-    server = start_server("httpapp:app", "--max-header-size", "1024")
-    request = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: 0123456789\r\n" * 60 + b"\r\n"
-    assert_rejected(server, request, 431)
+def test_max_header_size_counts_many_small_headers(sizes):
+    # 15 headers: under max_headers, but together over max_header_size.
+    request = b"GET / HTTP/1.1\r\nHost: x\r\n" + (b"X-Pad: " + b"p" * 80 + b"\r\n") * 15 + b"\r\n"
+    assert_rejected(sizes, request, 431)
 
 
-def test_max_header_size_counts_the_request_line(start_server):
-    server = start_server("httpapp:app", "--max-header-size", "1024")
-    request = b"GET /" + b"a" * 700 + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 700 + b"\r\n\r\n"
-    assert_rejected(server, request, 431)
+def test_max_header_size_counts_the_request_line(sizes):
+    request = b"GET /" + b"a" * 500 + b" HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 600 + b"\r\n\r\n"
+    assert_rejected(sizes, request, 431)
 
 
-def test_unterminated_huge_header_is_refused_without_buffering(start_server):
-    # A header value that never ends must not be buffered until the timeout.
-    server = start_server("httpapp:app", "--timeout-request-header", "30")
-    with RawConnection((server.host, server.port), timeout=10) as conn:
+def test_unterminated_huge_header_is_refused_without_buffering(sizes):
+    # A header line that never ends must not be buffered until the timeout.
+    with RawConnection((sizes.host, sizes.port), timeout=10) as conn:
         conn.send(b"GET / HTTP/1.1\r\nHost: x\r\nX-Huge: ")
         started = time.monotonic()
         sent = 0
@@ -144,12 +202,11 @@ def test_unterminated_huge_header_is_refused_without_buffering(start_server):
         data = conn.read_until_closed()
         assert time.monotonic() - started < 9
     assert data.startswith(b"HTTP/1.1 431 "), data[:100]
-    assert "CALL" not in server.output()
+    assert "CALL" not in sizes.output()
 
 
-def test_unterminated_huge_header_name_is_refused(start_server):
-    server = start_server("httpapp:app", "--max-header-size", "4096")
-    with RawConnection((server.host, server.port), timeout=10) as conn:
+def test_unterminated_huge_header_name_is_refused(sizes):
+    with RawConnection((sizes.host, sizes.port), timeout=10) as conn:
         conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n")
         try:
             for _ in range(64):
@@ -160,50 +217,49 @@ def test_unterminated_huge_header_name_is_refused(start_server):
     assert data.startswith(b"HTTP/1.1 431 "), data[:100]
 
 
-def test_pipelined_small_requests_in_one_large_write_are_not_refused(start_server):
+def test_pipelined_small_requests_in_one_large_write_are_not_refused(sizes):
     # Many complete heads in one read must not add up to "too large".
-    server = start_server("httpapp:app", "--max-header-size", "1024")
     request = b"GET / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"p" * 200 + b"\r\n\r\n"
     count = 40
-    with RawConnection((server.host, server.port), timeout=10) as conn:
+    with RawConnection((sizes.host, sizes.port), timeout=10) as conn:
         conn.send(request * count)
         for _ in range(count):
             assert conn.read_response().status == 200
 
 
-def test_max_request_line_414(start_server):
-    server = start_server("httpapp:app", "--max-request-line", "128")
-    ok = b"GET /" + b"a" * 100 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
-    assert raw_request(server, ok).status == 200
-    assert server.output().count("CALL") == 1
-    request = b"GET /" + b"a" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
-    with RawConnection((server.host, server.port)) as conn:
+def test_max_request_line_414(sizes):
+    ok = b"GET /" + b"a" * 400 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    assert raw_request(sizes, ok).status == 200
+    wait_until(lambda: calls(sizes) == 1, timeout=5)
+    request = b"GET /" + b"a" * 600 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+    with RawConnection((sizes.host, sizes.port)) as conn:
         conn.send(request)
         response = conn.read_response()
         assert response.status == 414
         assert response.header("connection") == "close"
         assert conn.is_closed_by_server()
-    assert server.output().count("CALL") == 1
-    assert httpx.get(server.url + "/").status_code == 200
+    assert calls(sizes) == 1
+    assert httpx.get(sizes.url + "/").status_code == 200
 
 
-def test_max_request_line_counts_the_query(start_server):
-    server = start_server("httpapp:app", "--max-request-line", "128")
-    assert_rejected(server, b"GET /?" + b"q" * 200 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414)
+def test_max_request_line_counts_the_query(sizes):
+    assert_rejected(sizes, b"GET /?" + b"q" * 600 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414)
 
 
-def test_max_headers_431(start_server):
-    server = start_server("httpapp:app", "--max-headers", "10")
-    ok = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 9 + b"\r\n"
-    assert raw_request(server, ok).status == 200
-    assert server.output().count("CALL") == 1
-    with RawConnection((server.host, server.port)) as conn:
-        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 10 + b"\r\n")
+def test_max_headers_431(sizes):
+    fields = b"X-A: b\r\n" * (MAX_HEADERS - 1)  # plus Host: exactly the limit
+    assert raw_request(sizes, b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"\r\n").status == 200
+    wait_until(lambda: calls(sizes) == 1, timeout=5)
+    with RawConnection((sizes.host, sizes.port)) as conn:
+        conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n" + fields + b"X-One-Too-Many: c\r\n\r\n")
         response = conn.read_response()
         assert response.status == 431
         assert response.header("connection") == "close"
         assert conn.is_closed_by_server()
-    assert server.output().count("CALL") == 1
+    assert calls(sizes) == 1
+
+
+# -- concurrency -----------------------------------------------------------------------
 
 
 def test_limit_concurrency_503(start_server):
@@ -211,7 +267,7 @@ def test_limit_concurrency_503(start_server):
     results: list[int] = []
 
     def slow() -> None:
-        results.append(httpx.get(server.url + "/sleep?s=2", timeout=10).status_code)
+        results.append(httpx.get(server.url + "/sleep?s=1", timeout=10).status_code)
 
     threads = [threading.Thread(target=slow) for _ in range(2)]
     for thread in threads:
@@ -244,52 +300,3 @@ def test_limit_concurrency_counts_requests_not_connections(start_server):
     finally:
         for sock in sockets:
             sock.close()
-
-
-@pytest.mark.parametrize("flag", ["--timeout-keep-alive", "--timeout-request-header"])
-def test_timeouts_do_not_close_a_connection_mid_response(start_server, flag):
-    server = start_server("httpapp:app", flag, "0.5")
-    with RawConnection((server.host, server.port), timeout=10) as conn:
-        conn.send(b"GET /sleep?s=1.5 HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert conn.read_response().body == b"slept"
-
-
-def test_keep_alive_timeout_is_never_cut_short(start_server):
-    # Idle connections opened at different moments all stay open for the full
-    # timeout, whatever the phase of the worker's once-a-second tick.
-    server = start_server("httpapp:app", "--timeout-keep-alive", "1.5")
-    conns = []
-    try:
-        for _ in range(4):
-            conn = RawConnection((server.host, server.port), timeout=10)
-            conns.append(conn)
-            conn.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            conn.read_response()
-            conn.answered = time.monotonic()
-            time.sleep(0.25)  # spread the requests over a tick (not a sync point)
-        for conn in conns:
-            assert conn.is_closed_by_server()
-            idle = time.monotonic() - conn.answered
-            assert idle >= 1.4, f"closed after {idle:.2f}s of a 1.5s keep-alive"
-    finally:
-        for conn in conns:
-            conn.sock.close()
-
-
-def test_request_header_timeout_is_never_cut_short(start_server):
-    server = start_server("httpapp:app", "--timeout-request-header", "1.5")
-    conns = []
-    try:
-        for _ in range(4):
-            conn = RawConnection((server.host, server.port), timeout=10)
-            conns.append(conn)
-            conn.send(b"GET / HTTP/1.1\r\n")
-            conn.started = time.monotonic()
-            time.sleep(0.25)  # spread over a tick (not a sync point)
-        for conn in conns:
-            assert conn.is_closed_by_server()
-            waited = time.monotonic() - conn.started
-            assert waited >= 1.4, f"closed after {waited:.2f}s of a 1.5s header timeout"
-    finally:
-        for conn in conns:
-            conn.sock.close()

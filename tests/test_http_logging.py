@@ -74,14 +74,22 @@ def test_no_access_log(start_server):
 
 
 def test_log_level_trace(start_server):
-    server = start_server("httpapp:app", "--log-level", "trace", "--timeout-keep-alive", "1")
+    server = start_server("httpapp:app", "--log-level", "trace", "--timeout-request-header", "0.5")
+    assert httpx.get(server.url + "/").status_code == 200
     with RawConnection((server.host, server.port), timeout=10) as conn:
-        conn.send(b"GET / HTTP/1.1\r\n" + H + b"\r\n")
-        conn.read_response()
-        assert conn.is_closed_by_server()
+        assert conn.is_closed_by_server()  # an idle connection, closed at TRACE level
     wait_until(lambda: " TRACE " in server.output(), timeout=5)
     assert "closing idle connection" in server.output()
     assert access_lines(server)
+
+
+def test_log_level_debug_hides_trace(start_server):
+    server = start_server("httpapp:app", "--log-level", "debug", "--timeout-request-header", "0.5")
+    with RawConnection((server.host, server.port), timeout=10) as conn:
+        assert conn.is_closed_by_server()
+    assert httpx.get(server.url + "/").status_code == 200
+    wait_until(lambda: access_lines(server), timeout=5)
+    assert " TRACE " not in server.output()
 
 
 def test_log_level_debug_shows_bad_requests_but_info_does_not(start_server):

@@ -6,12 +6,20 @@ import json
 
 import httpx
 import pytest
-from conftest import RawConnection, raw_request
+from conftest import RawConnection, raw_request, running_server, server_view
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory):
+    log_dir = tmp_path_factory.mktemp("scope")
+    with running_server(log_dir, "httpapp:app", "--root-path", "/mount") as server:
+        yield server
 
 
 @pytest.fixture
-def server(start_server):
-    return start_server("httpapp:app", "--root-path", "/mount")
+def server(shared, request):
+    with server_view(shared, request) as view:
+        yield view
 
 
 def get_scope(server, request: bytes) -> dict:

@@ -128,6 +128,7 @@ def test_shutdown_waits_for_in_flight_requests(start_server, tmp_path):
     finally:
         thread.join(10)
     assert result[0].text == "slept"
+    assert result[0].headers["connection"] == "close"  # draining: no keep-alive
     assert marker.read_text() == "shutdown complete"
 
 

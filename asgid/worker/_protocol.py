@@ -39,6 +39,7 @@ access_logger = logging.getLogger("asgid.access")
 
 BODY_HIGH_WATER = 65536
 FILE_CHUNK = 262144  # bytes read per write by http.response.pathsend
+DRAIN_GRACE = 1.0  # seconds a draining worker waits for a new connection's first request
 _NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
@@ -65,6 +66,7 @@ class HttpProtocol(asyncio.Protocol):
         "pipeline",
         "read_eof",
         "read_paused",
+        "requests",
         "scheme",
         "server",
         "state",
@@ -93,6 +95,7 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.read_paused = False
         self.read_eof = False
+        self.requests = 0  # request heads begun on this connection
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
@@ -115,8 +118,8 @@ class HttpProtocol(asyncio.Protocol):
         # The loop's clock, not the tick's state.now: that one may be a second old,
         # which would cut timeouts short.
         self.deadline = self.loop.time() + state.timeout_request_header
-        if state.draining:
-            transport.close()
+        if state.draining:  # accepted just as the listener closed: serve one request
+            self.deadline = min(self.deadline, self.loop.time() + DRAIN_GRACE)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
@@ -216,6 +219,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers = []
         self.head_size = 0
         self.head_bytes = _HEAD_BEGUN
+        self.requests += 1
         self.deadline = self.loop.time() + self.state.timeout_request_header
 
     def on_url(self, url: bytes) -> None:
@@ -430,12 +434,19 @@ class HttpProtocol(asyncio.Protocol):
 
         WebSockets are asked to close with 1012 (restart) or 1001 (going away).
         """
+        if self.active is None and self.cycle is None and self.ws is None:
+            if self.head_bytes != _NO_HEAD:
+                return  # a request head is arriving: serve it (with connection: close)
+            if self.requests == 0:
+                # Accepted, and its first request may be in flight: wait a little.
+                self.deadline = min(self.deadline, self.loop.time() + DRAIN_GRACE)
+                return
         self.closing = True
         if self.ws is not None:
             self.ws.shutdown(CLOSE_SERVICE_RESTART if restart else CLOSE_GOING_AWAY)
             return
         if self.active is None and self.cycle is None:
-            self.transport.close()
+            self.transport.close()  # idle between requests
             return
         for cycle in (self.active, *self.pipeline):
             if cycle is not None and not cycle.response.started:
@@ -528,13 +539,16 @@ class Cycle:
                 raise
         else:
             response = self.response
-            if not response.complete and not self.disconnected:
-                if not response.started:
-                    logger.error("ASGI application returned without starting a response")
-                    self._send_error(500)
-                else:
-                    logger.error("ASGI application returned without completing the response")
-                    self._abort()
+            if response.complete:
+                pass
+            elif self.disconnected or self.conn.read_eof:
+                self._abort()  # the client went away: close our side of the connection too
+            elif not response.started:
+                logger.error("ASGI application returned without starting a response")
+                self._send_error(500)
+            else:
+                logger.error("ASGI application returned without completing the response")
+                self._abort()
         finally:
             state.in_progress -= 1
             state.requests += 1
@@ -543,6 +557,7 @@ class Cycle:
     def _app_failed(self, exc: BaseException) -> None:
         if self.disconnected:
             logger.debug("ASGI application raised after the client disconnected: %r", exc)
+            self._abort()
             return
         if isinstance(exc, InvalidMessage):
             logger.error("invalid ASGI message from the application: %s", exc)

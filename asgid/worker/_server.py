@@ -168,6 +168,10 @@ class Worker:
             await asyncio.sleep(0.05)
             if self._force:
                 break
+            now = loop.time()  # the tick has stopped: close connections past their deadline
+            for conn in list(state.connections):
+                if conn.deadline:
+                    conn.check_deadline(now)
         if state.cycles:
             logger.warning(
                 "cancelling %d request(s) still running after %gs",

@@ -269,13 +269,26 @@ class WebSocketSession:
             self.flush()
 
     def shutdown(self, code: int) -> None:
-        """The worker is draining: ask the peer to close with ``code``."""
+        """The worker is draining: ask the peer to close with ``code``.
+
+        The tick stops while the worker drains, so the closing handshake's
+        deadline gets a timer of its own: a peer that never answers the close
+        must not hold the worker for the whole graceful timeout.
+        """
         if self.accepted and self.protocol.state is State.OPEN:
             self.protocol.send_close(code, "server restarting" if code == 1012 else "going away")
             self.flush()
             self.close_deadline = self.conn.state.now + CLOSE_TIMEOUT
         elif not self.accepted and self.http_response is None:
             self.conn.transport.close()
+        if self.close_deadline:
+            loop = self.conn.loop
+            loop.call_later(max(0.0, self.close_deadline - loop.time()), self._close_timed_out)
+
+    def _close_timed_out(self) -> None:
+        if self.conn in self.conn.state.connections:  # not lost yet
+            logger.info("closing a WebSocket whose peer did not finish the closing handshake")
+            self.conn.transport.abort()
 
     # -- the application call ---------------------------------------------------------
 
