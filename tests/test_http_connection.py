@@ -265,3 +265,18 @@ def test_idle_fresh_connection_does_not_hold_up_shutdown(start_server):
         assert server.wait(10) == 0
         assert time.monotonic() - started < 5
         assert conn.is_closed_by_server()
+
+
+def test_no_request_is_dropped_while_workers_are_recycled(start_server):
+    # Every worker is replaced after 15 requests: connections it accepted just
+    # before it began to drain must still be answered.
+    server = start_server("httpapp:app", "--workers", "1", "--limit-max-requests", "15")
+    failures = []
+    with httpx.Client(timeout=10, limits=httpx.Limits(max_keepalive_connections=0)) as client:
+        for i in range(100):
+            try:
+                assert client.get(f"{server.url}/n{i}").status_code == 200
+            except httpx.TransportError as exc:
+                failures.append((i, exc))
+    assert failures == []
+    assert server.output().count("asking to be replaced") >= 2

@@ -226,7 +226,8 @@ def test_counts_survive_max_requests_recycling(start_metrics: Callable[..., Metr
     metrics = start_metrics("--limit-max-requests", "20")
     first = worker_pids(metrics.server)
     pids = request_pids(metrics.server, 200)
-    assert len(set(pids)) >= 200 // 20 // 2, f"too few workers served: {set(pids)}"
+    # A due worker serves on until its replacement is ready, so more than 20 each.
+    assert len(set(pids)) > 2, f"no worker was recycled: {set(pids)}"
 
     metrics.wait_for("asgid_requests_total", 200, timeout=15)
     metrics.wait_for("metrics_app_hits_total", 200, timeout=15)
@@ -492,21 +493,31 @@ def test_a_real_prometheus_scrapes_asgid(
 
 
 def test_a_slow_scraper_does_not_stall_the_master(start_metrics: Callable[..., Metrics]) -> None:
+    from asgid.supervisor._metrics import MAX_CLIENTS
+
     metrics = start_metrics()
     host, _, port = metrics.address.rpartition(":")
+    master = psutil.Process(metrics.server.pid)
+    fds_before = master.num_fds()
     stuck = []
     try:
-        for index in range(20):
+        for index in range(MAX_CLIENTS + 20):
             sock = socket.create_connection((host, int(port)), timeout=5)
             if index % 2:
                 sock.sendall(b"GET /metrics HTTP/1.1\r\nhost: x\r\n")  # half a request head
             stuck.append(sock)
-        # With 20 scrapers saying nothing, the master answers and supervises.
+        # With scrapers saying nothing, the master answers and supervises.
         started = time.monotonic()
         assert metrics.get("/healthz").status_code == 200
         assert metrics.get("/readyz").status_code == 200
         metrics.scrape()
         assert time.monotonic() - started < 2
+        # It holds at most MAX_CLIENTS of them: the oldest were closed, so idle
+        # connections cannot take the file descriptors it needs to spawn workers.
+        assert master.num_fds() <= fds_before + MAX_CLIENTS + 2
+        for sock in stuck[:10]:
+            sock.settimeout(5)
+            assert sock.recv(100) == b"", "the oldest idle connection should be closed"
         sent = len(spread_requests(metrics.server, 2, at_least=10))
         metrics.wait_for("asgid_requests_total", sent)
         victim = min(worker_pids(metrics.server))
@@ -515,9 +526,12 @@ def test_a_slow_scraper_does_not_stall_the_master(start_metrics: Callable[..., M
         metrics.wait_ready(2)
         assert victim not in worker_pids(metrics.server)
         spread_requests(metrics.server, 2, at_least=10)
-        # A scraper that never reads its response does not hold the loop either.
-        for sock in stuck:
-            sock.sendall(b"\r\n" if stuck.index(sock) % 2 else b"GET /metrics HTTP/1.1\r\n\r\n")
+        # The newest ones, finishing their request heads, are answered.
+        for index, sock in enumerate(stuck[-4:]):
+            sock.sendall(
+                b"\r\n" if (len(stuck) - 4 + index) % 2 else b"GET /healthz HTTP/1.1\r\n\r\n"
+            )
+            assert sock.recv(100).startswith(b"HTTP/1.1 200 OK\r\n")
         assert metrics.get("/healthz").status_code == 200
     finally:
         for sock in stuck:

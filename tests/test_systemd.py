@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -190,7 +191,10 @@ def test_notify_ready_reloading_stopping(start_server: StartServer, listener: Li
     assert "READY" not in reloading
     reloaded = listener.wait_for("READY")
     assert "last reload succeeded" in reloaded["STATUS"]
-    # Every worker that answers now is a new one.
+    # The new workers serve; the old ones were told to drain and exit soon
+    # (one may still take a connection in the milliseconds before it closes
+    # its listener).
+    wait_until(lambda: len(_workers(server.pid)) == 2 and not _workers(server.pid) & first, 10)
     assert not {_pid(server.port) for _ in range(50)} & first
 
     server.signal(signal.SIGTERM)
@@ -387,3 +391,31 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout + result.stderr == ""
+
+
+# -- docs/deployment.md ---------------------------------------------------------------------
+
+DEPLOYMENT = ROOT / "docs" / "deployment.md"
+
+
+def test_deployment_doc_links_resolve() -> None:
+    text = DEPLOYMENT.read_text()
+    for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", text):
+        assert (DEPLOYMENT.parent / target).exists(), f"deployment.md links to missing {target}"
+
+
+def test_deployment_doc_covers_signals_exit_codes_and_reload() -> None:
+    import asgid.cli
+    from asgid.supervisor._master import HANDLED_SIGNALS
+
+    text = DEPLOYMENT.read_text()
+    for signum in HANDLED_SIGNALS:
+        if signum is not signal.SIGCHLD:
+            name = signum.name.removeprefix("SIG")
+            assert re.search(rf"^\|[^|\n]*`{name}`[^|\n]*\|", text, re.MULTILINE), name
+    codes = re.findall(r"^\s+(\d)\s+(.+)$", asgid.cli.__doc__ or "", re.MULTILINE)
+    assert [c for c, _ in codes] == ["0", "1", "2", "3", "4"]
+    for code, _ in codes:
+        assert re.search(rf"^\| `{code}` \|", text, re.MULTILINE), f"exit code {code}"
+    assert "systemctl reload asgid" in text
+    assert "asgid.socket" in text

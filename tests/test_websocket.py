@@ -461,7 +461,9 @@ def test_websocket_connections_count_towards_max_requests(start_server: StartSer
 
 
 def test_slow_app_applies_backpressure(start_server: StartServer) -> None:
-    server = start_server("ws_echo:app", "--ws-max-queue", "4")
+    # Keepalive on a short fuse: a peer held back by the server is not a dead peer.
+    keepalive = ["--ws-ping-interval", "1", "--ws-ping-timeout", "1"]
+    server = start_server("ws_echo:app", "--ws-max-queue", "4", *keepalive)
     worker = psutil.Process(worker_pid(server))
     baseline = worker.memory_info().rss
     message = b"\x00" * (1 << 20)
@@ -479,6 +481,7 @@ def test_slow_app_applies_backpressure(start_server: StartServer) -> None:
                 await ws.send("end")
 
             task = asyncio.create_task(sender())
+            start = time.monotonic()
             # The app reads nothing: the client must soon stop making progress.
             previous = -1
             for _ in range(50):
@@ -487,8 +490,12 @@ def test_slow_app_applies_backpressure(start_server: StartServer) -> None:
                     break
                 previous = sent
             stalled = sent
-            rss = worker.memory_info().rss
             assert stalled < total, "the server read everything a stalled app did not take"
+            # ... and stay held back (past ping interval + timeout) without being closed.
+            await asyncio.sleep(max(0.0, start + 3.5 - time.monotonic()))
+            assert sent == stalled
+            assert not task.done(), task
+            rss = worker.memory_info().rss
             httpx.get(server.url + "/release", timeout=TIMEOUT)  # the app starts reading
             await asyncio.wait_for(task, 30)
             answer = await asyncio.wait_for(ws.recv(), 10)

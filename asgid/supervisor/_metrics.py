@@ -42,6 +42,10 @@ LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 RESTART_REASONS = ("crash", "hang", "max_requests", "memory", "reload", "scale")
 MAX_REQUEST_HEAD = 8192
 CLIENT_TIMEOUT = 10.0
+# Connections held at once; beyond it the oldest is dropped, so idle scrapers can
+# never take the file descriptors the master needs to spawn workers.
+MAX_CLIENTS = 32
+ACCEPT_PAUSE = 1.0  # seconds the endpoint stops accepting after running out of fds
 
 
 def setup_multiproc_dir() -> tuple[str, bool]:
@@ -386,12 +390,14 @@ class MetricsServer:
         self.sock = bind_socket(parse_bind(address), backlog=128, reuse_port=False)
         self.path = parse_bind(address).path
         self.clients: dict[int, _Client] = {}
+        self.paused_until = 0.0  # accepting stopped until then (out of file descriptors)
         selector.register(self.sock, selectors.EVENT_READ, self._accept)
 
     def close(self) -> None:
         for client in list(self.clients.values()):
             self._drop(client)
-        self.selector.unregister(self.sock)
+        if not self.paused_until:
+            self.selector.unregister(self.sock)
         self.sock.close()
         if self.path:
             try:
@@ -403,6 +409,9 @@ class MetricsServer:
         for client in list(self.clients.values()):
             if now - client.started > CLIENT_TIMEOUT:
                 self._drop(client)
+        if self.paused_until and now >= self.paused_until:
+            self.paused_until = 0.0
+            self.selector.register(self.sock, selectors.EVENT_READ, self._accept)
 
     def _accept(self, mask: int) -> None:
         for _ in range(16):
@@ -411,8 +420,19 @@ class MetricsServer:
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
-                logger.warning("metrics endpoint: accept failed: %s", exc)
+                # Out of file descriptors (EMFILE/ENFILE): give one back, and stop
+                # watching the listening socket for a while (it stays readable, so
+                # the loop would spin) so the master can use the fd to spawn.
+                logger.warning(
+                    "metrics endpoint: accept failed (%s); pausing for %gs", exc, ACCEPT_PAUSE
+                )
+                if self.clients:
+                    self._drop(min(self.clients.values(), key=lambda c: c.started))
+                self.selector.unregister(self.sock)
+                self.paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
+            if len(self.clients) >= MAX_CLIENTS:
+                self._drop(min(self.clients.values(), key=lambda c: c.started))
             sock.setblocking(False)
             client = _Client(sock, time.monotonic())
             self.clients[sock.fileno()] = client

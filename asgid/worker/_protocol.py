@@ -39,7 +39,7 @@ access_logger = logging.getLogger("asgid.access")
 
 BODY_HIGH_WATER = 65536
 FILE_CHUNK = 262144  # bytes read per write by http.response.pathsend
-DRAIN_GRACE = 1.0  # seconds a draining worker waits for a new connection's first request
+DRAIN_GRACE = 1.0  # seconds a draining worker waits for an idle connection's next request
 _NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
@@ -66,7 +66,6 @@ class HttpProtocol(asyncio.Protocol):
         "pipeline",
         "read_eof",
         "read_paused",
-        "requests",
         "scheme",
         "server",
         "state",
@@ -95,7 +94,6 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.read_paused = False
         self.read_eof = False
-        self.requests = 0  # request heads begun on this connection
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
@@ -219,7 +217,6 @@ class HttpProtocol(asyncio.Protocol):
         self.headers = []
         self.head_size = 0
         self.head_bytes = _HEAD_BEGUN
-        self.requests += 1
         self.deadline = self.loop.time() + self.state.timeout_request_header
 
     def on_url(self, url: bytes) -> None:
@@ -435,18 +432,16 @@ class HttpProtocol(asyncio.Protocol):
         WebSockets are asked to close with 1012 (restart) or 1001 (going away).
         """
         if self.active is None and self.cycle is None and self.ws is None:
-            if self.head_bytes != _NO_HEAD:
-                return  # a request head is arriving: serve it (with connection: close)
-            if self.requests == 0:
-                # Accepted, and its first request may be in flight: wait a little.
-                self.deadline = min(self.deadline, self.loop.time() + DRAIN_GRACE)
-                return
+            # Between requests, the next one may already be on its way: closing
+            # now would reset it. Serve it if it comes soon (draining turns
+            # keep-alive off); a request head already arriving keeps its timeout.
+            grace = self.loop.time() + DRAIN_GRACE
+            if self.head_bytes == _NO_HEAD and not 0 < self.deadline <= grace:
+                self.deadline = grace
+            return
         self.closing = True
         if self.ws is not None:
             self.ws.shutdown(CLOSE_SERVICE_RESTART if restart else CLOSE_GOING_AWAY)
-            return
-        if self.active is None and self.cycle is None:
-            self.transport.close()  # idle between requests
             return
         for cycle in (self.active, *self.pipeline):
             if cycle is not None and not cycle.response.started:

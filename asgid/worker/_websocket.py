@@ -247,6 +247,13 @@ class WebSocketSession:
             return
         if not self.accepted or self.protocol.state is not State.OPEN:
             return
+        if self.read_paused:
+            # Reading waits for the app (backpressure), so a pong would wait unread
+            # behind the data: the keepalive clock stops until reading resumes.
+            self.last_activity = now
+            if self.ping_sent_at:
+                self.ping_sent_at = now
+            return
         if (
             self.ping_sent_at
             and settings.ping_timeout
