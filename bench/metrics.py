@@ -394,16 +394,27 @@ def bench_overhead(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     base_rps = statistics.median(r for r, _ in runs["no metrics"])
     base_cpu = statistics.median(c for _, c in runs["no metrics"])
     result: dict[str, Any] = {"record_ns": record_cost()}
+    base_runs = runs["no metrics"]
     for name, values in runs.items():
         rps = statistics.median(r for r, _ in values)
         cpu = statistics.median(c for _, c in values)
+        # Each round runs every configuration back to back: the median of the
+        # per-round ratios cancels slow drift of the machine better.
+        paired_rps = statistics.median(
+            1 - r / b for (r, _), (b, _) in zip(values, base_runs, strict=True)
+        )
+        paired_cpu = statistics.median(
+            c / b - 1 for (_, c), (_, b) in zip(values, base_runs, strict=True)
+        )
         result[name] = {
             "rps_runs": [round(r) for r, _ in values],
             "rps_median": round(rps),
             "rps_overhead_pct": round(100 * (1 - rps / base_rps), 2),
+            "rps_overhead_paired_pct": round(100 * paired_rps, 2),
             "cpu_us_per_request_runs": [round(c, 2) for _, c in values],
             "cpu_us_per_request_median": round(cpu, 2),
             "cpu_overhead_pct": round(100 * (cpu / base_cpu - 1), 2),
+            "cpu_overhead_paired_pct": round(100 * paired_cpu, 2),
         }
     return result
 
@@ -491,9 +502,11 @@ def main() -> int:
                         continue
                     print(
                         f"{name:<28} median {row['rps_median']:>8} req/s "
-                        f"(cost {row['rps_overhead_pct']:+.2f}%)  "
+                        f"(cost {row['rps_overhead_pct']:+.2f}%, paired "
+                        f"{row['rps_overhead_paired_pct']:+.2f}%)  "
                         f"{row['cpu_us_per_request_median']:>6.2f} us CPU/request "
-                        f"(cost {row['cpu_overhead_pct']:+.2f}%)"
+                        f"(cost {row['cpu_overhead_pct']:+.2f}%, paired "
+                        f"{row['cpu_overhead_paired_pct']:+.2f}%)"
                     )
     out = BENCH / "results" / f"metrics-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     out.parent.mkdir(exist_ok=True)

@@ -29,8 +29,9 @@ Servers (``python`` is this interpreter; APP is ``bench.ws_apps:app``):
     granian: python -m granian --interface asgi --workers 1 --loop uvloop
              --no-access-log --log-level warning APP
 
-``--profile`` runs asgid once more under cProfile (bench/ws_apps.py profiles
-the worker from lifespan startup to shutdown) and prints the top functions.
+``--profile [SERVER]`` runs SERVER (default asgid) once more under cProfile
+(bench/ws_apps.py profiles the worker from lifespan startup to shutdown) with
+the largest --connections and prints the top functions.
 
 Every process started here runs in its own session and is stopped by process
 group; every wait has a deadline; each run is bounded by --duration and
@@ -570,14 +571,14 @@ def render(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def profile_asgid(args: argparse.Namespace, log_dir: Path, connections: int) -> str:
-    """Run asgid once with the worker under cProfile; the top functions as text."""
-    prefix = log_dir / "asgid-profile"
+def profile_server(name: str, args: argparse.Namespace, log_dir: Path, connections: int) -> str:
+    """Run ``name`` once with its worker under cProfile; the top functions as text."""
+    prefix = log_dir / f"{name}-profile"
     server = Server(
-        "asgid",
+        name,
         APPS[args.app],
         args.server_cpu,
-        log_dir / "profile-asgid.log",
+        log_dir / f"profile-{name}.log",
         env={"WS_BENCH_PROFILE": str(prefix)},
     )
     try:
@@ -605,7 +606,7 @@ def profile_asgid(args: argparse.Namespace, log_dir: Path, connections: int) -> 
     stats = pstats.Stats(*files, stream=text)
     stats.sort_stats("tottime").print_stats(25)
     stats.sort_stats("cumulative").print_stats(25)
-    head = f"cProfile of the asgid worker, {connections} connection(s), {result['messages']} msgs"
+    head = f"cProfile of {name}, {connections} connection(s), {result['messages']} messages"
     return head + "\n" + text.getvalue()
 
 
@@ -622,12 +623,20 @@ def main() -> int:
     parser.add_argument("--max-messages", type=int, default=20_000_000, help="per run")
     parser.add_argument("--server-cpu", type=int, default=0)
     parser.add_argument("--client-cpu", type=int, default=1)
-    parser.add_argument("--profile", action="store_true", help="also profile the asgid worker")
+    parser.add_argument(
+        "--profile",
+        nargs="?",
+        const="asgid",
+        metavar="SERVER",
+        help="then profile SERVER's worker (default asgid) with cProfile",
+    )
     args = parser.parse_args()
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     for s in servers:
         if s not in SERVERS:
             parser.error(f"unknown server {s!r}; choose from {', '.join(SERVERS)}")
+    if args.profile and args.profile not in SERVERS:
+        parser.error(f"unknown server {args.profile!r} for --profile")
     conns = [int(c) for c in args.connections.split(",")]
     args.payload = (b"0123456789abcdef" * (args.size // 16 + 1))[: args.size]
     args.opcode = 0x1 if args.kind == "text" else 0x2
@@ -683,7 +692,7 @@ def main() -> int:
     print(render(rows, meta))
     profile = ""
     if args.profile:
-        profile = profile_asgid(args, log_dir, max(conns))
+        profile = profile_server(args.profile, args, log_dir, max(conns))
         print()
         print(profile)
     results_dir.mkdir(parents=True, exist_ok=True)

@@ -108,7 +108,10 @@ def test_flags_are_unique_and_parse() -> None:
     build_parser()  # argparse rejects conflicting option strings
 
 
-@pytest.mark.parametrize("name", ["cli.md", "migration.md", "index.md", "configuration.md"])
+@pytest.mark.parametrize(
+    "name",
+    ["cli.md", "migration.md", "index.md", "configuration.md", "deployment.md", "metrics.md"],
+)
 def test_docs_exist_and_local_links_resolve(name: str) -> None:
     path = DOCS / name
     text = path.read_text()

@@ -551,6 +551,18 @@ def test_metrics_on_a_unix_socket(start_metrics: Callable[..., Metrics], tmp_pat
     assert not path.exists()
 
 
+def test_no_request_metrics_keeps_the_rest(start_metrics: Callable[..., Metrics]) -> None:
+    metrics = start_metrics("--no-request-metrics", workers=1)
+    sent = len(spread_requests(metrics.server, 1, at_least=5))
+    metrics.wait_heartbeats(2)
+    samples = metrics.scrape()
+    assert not [key for key in samples if key[0] == "asgid_requests_total"]
+    assert metrics.value("asgid_request_duration_seconds_count", samples) == 0
+    assert metrics.value("asgid_response_bytes_total", samples) == 0
+    assert metrics.value("asgid_workers", samples, state="ready") == 1
+    assert metrics.value("metrics_app_hits_total", samples) == sent  # the app's own still count
+
+
 # -- merging dead workers' files (no processes) ----------------------------------------
 
 

@@ -159,6 +159,10 @@ class Worker:
         for server in self._servers:
             server.close()
         state.draining = True
+        # Connections the listener accepted just before it closed get their
+        # connection_made() on the next loop iteration: let it run, so that the
+        # wait below sees them and they are served before the final report.
+        await asyncio.sleep(0)
         for conn in list(state.connections):
             conn.shutdown(restart=self._restart)
         loop = asyncio.get_running_loop()
