@@ -12,7 +12,7 @@ from conftest import RawConnection, raw_request, running_server, server_view
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("scope")
-    with running_server(log_dir, "httpapp:app", "--root-path", "/mount") as server:
+    with running_server(log_dir, "httpapp:app") as server:
         yield server
 
 
@@ -42,7 +42,7 @@ def test_scope_basics(server):
     assert scope["raw_path_type"] == "bytes"
     assert scope["query_string"] == "a=1&b=%20x"
     assert scope["query_string_type"] == "bytes"
-    assert scope["root_path"] == "/mount"
+    assert scope["root_path"] == ""
     assert scope["header_types"] == ["bytes/bytes"]
     assert scope["server"] == ["127.0.0.1", server.port]
 
@@ -52,6 +52,15 @@ def test_client_is_the_peer_address(server):
         conn.send(b"GET /scope HTTP/1.1\r\nHost: x\r\n\r\n")
         scope = json.loads(conn.read_response().body)
         assert scope["client"] == list(conn.sock.getsockname())
+
+
+def test_root_path_is_a_prefix_of_path(start_server):
+    # Like uvicorn >= 0.26: path and raw_path include the mount point.
+    server = start_server("httpapp:app", "--root-path", "/mount")
+    scope = httpx.get(server.url + "/scope").json()
+    assert scope["root_path"] == "/mount"
+    assert scope["path"] == "/mount/scope"
+    assert scope["raw_path"] == "/mount/scope"
 
 
 def test_root_path_defaults_to_empty(start_server):

@@ -423,8 +423,8 @@ def test_websocket_scope(start_server: StartServer) -> None:
     assert scope["asgi"]["version"] == "3.0"
     assert scope["http_version"] == "1.1"
     assert scope["scheme"] == "ws"
-    assert scope["path"] == "/scope/café"
-    assert scope["raw_path"] == "/scope/caf%C3%A9"
+    assert scope["path"] == "/mount/scope/café"  # like uvicorn: includes root_path
+    assert scope["raw_path"] == "/mount/scope/caf%C3%A9"
     assert scope["query_string"] == "a=1&b=%20"
     assert scope["root_path"] == "/mount"
     assert scope["header_types"] == ["bytes"]

@@ -250,6 +250,11 @@ class HttpProtocol(asyncio.Protocol):
             path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
         else:
             path = raw_path.decode("utf-8", "replace")
+        if state.root_path:
+            # Like uvicorn (and the ASGI spec's reading of root_path), the
+            # scope's path includes the mount point; frameworks strip it.
+            path = state.root_path + path
+            raw_path = state.root_path_bytes + raw_path
         keep_alive = parser.should_keep_alive() and not state.draining
         client, scheme = self.client, self.scheme
         if head.upgrade is not None:

@@ -30,6 +30,7 @@ class ServerState:
         self.loop = loop
         self.asgi_info = {"version": "3.0", "spec_version": "2.4"}
         self.root_path = config.app.root_path
+        self.root_path_bytes = self.root_path.encode("utf-8")
         self.lifespan_state: dict[str, Any] = {}
         self.defaults = ResponseDefaults(
             server_header=http.server_header,

@@ -97,7 +97,7 @@ async def app(scope, receive, send):
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": str(os.getpid()).encode()})
         return
-    path = scope["path"]
+    path = scope["path"][len(scope["root_path"]) :]  # route below the mount point
     message = await receive()
     assert message["type"] == "websocket.connect"
     if path == "/deny":

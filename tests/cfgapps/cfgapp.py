@@ -26,7 +26,7 @@ async def app(scope, receive, send):
         message = await receive()
         body += message.get("body", b"")
         more = message.get("more_body", False)
-    if scope["path"] != "/echo":
+    if scope["path"][len(scope["root_path"]) :] != "/echo":
         report = {
             "root_path": scope["root_path"],
             "state": dict(scope.get("state", {})),
