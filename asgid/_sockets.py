@@ -9,10 +9,13 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-import ssl
 import stat
+from typing import TYPE_CHECKING
 
 from .config import BindAddress, ServerSettings, parse_bind
+
+if TYPE_CHECKING:
+    import ssl
 
 
 def bind_socket(
@@ -86,6 +89,8 @@ def make_ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
     """The TLS context for ``ssl_*`` settings, or None when TLS is off."""
     if not settings.ssl_certfile:
         return None
+    import ssl  # only workers of TLS listeners need it
+
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.load_cert_chain(

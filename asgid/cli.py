@@ -18,11 +18,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _logging
+from ._exceptions import AppLoadError, LifespanFailure
 from ._version import __version__
 from .config import Config, ConfigError, iter_settings, load_config
 from .config._load import bind_from_uvicorn
 from .supervisor import Master
-from .worker import AppLoadError, LifespanFailure, load_app
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -132,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     try:
         if args.check_config:
+            from .worker import load_app
+
             load_app(config.app)
             print(f"asgid: {args.config or 'configuration'} is valid; {config.app.target} imported")
             return EXIT_OK

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import signal
 from collections.abc import Iterable
+from typing import TypeVar
 
 import pytest
 
@@ -44,6 +45,7 @@ TIMEOUTS = Timeouts(
     backoff_cap=4.0,
     stable_after=10.0,
 )
+A = TypeVar("A")
 # A replaced worker drains with SIGUSR2 (WebSockets close with 1012) or
 # SIGTERM; either way it finishes what it is doing.
 DRAIN = {signal.SIGTERM, signal.SIGUSR2}
@@ -105,7 +107,8 @@ class Sim:
             self.core.heartbeat(pid, self.now, {"requests": 1})
 
 
-def of(kind: type, actions: Iterable[Action]) -> list:  # type: ignore[type-arg]
+def of(kind: type[A], actions: Iterable[Action]) -> list[A]:
+    """The actions of one kind, in order."""
     return [a for a in actions if isinstance(a, kind)]
 
 

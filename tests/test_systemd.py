@@ -419,3 +419,24 @@ def test_deployment_doc_covers_signals_exit_codes_and_reload() -> None:
         assert re.search(rf"^\| `{code}` \|", text, re.MULTILINE), f"exit code {code}"
     assert "systemctl reload asgid" in text
     assert "asgid.socket" in text
+
+
+def test_notify_reload_with_a_broken_config_file(
+    start_server: StartServer, listener: Listener, tmp_path: Path
+) -> None:
+    # systemd's Type=notify-reload waits for RELOADING=1 then READY=1 after each
+    # SIGHUP, even one that changes nothing.
+    config = tmp_path / "server.toml"
+    config.write_text(f'[app]\ntarget = "{APP}"\n[workers]\ncount = 2\n')
+    server = start_server(
+        "-c", str(config), *FAST, wait=False, env={"NOTIFY_SOCKET": listener.address}
+    )
+    listener.wait_for("READY")
+    workers = _workers(server.pid)
+    config.write_text("[workers]\ncount = = 3\n")
+    server.signal(signal.SIGHUP)
+    assert "MONOTONIC_USEC" in listener.wait_for("RELOADING")
+    ready = listener.wait_for("READY")
+    assert "last reload failed" in ready["STATUS"]
+    assert _workers(server.pid) == workers
+    assert {_pid(server.port) for _ in range(20)} <= workers

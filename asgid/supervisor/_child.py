@@ -11,7 +11,6 @@ end of the channel closes.
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
 import logging
 import os
@@ -20,15 +19,17 @@ import signal
 import socket
 import sys
 from collections.abc import Callable
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import setproctitle
-import uvloop
 
 from .. import _logging
+from .._exceptions import AppLoadError, LifespanFailure
 from .._sockets import make_ssl_context
 from ..config import Config
-from ..worker import AppLoadError, LifespanFailure, Stats, Worker, load_app
+
+if TYPE_CHECKING:
+    from ..worker import Stats
 from ..worker._types import ASGIApp, Receive, Scope, Send
 from . import _messages as msg
 
@@ -55,6 +56,12 @@ def worker_main(
 
 
 def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socket.socket) -> int:
+    # The event loop, parser and WebSocket stack load here, after the fork:
+    # the master never runs them and stays small.
+    import uvloop
+
+    from ..worker import load_app
+
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU):
         signal.signal(signum, signal.SIG_IGN)  # the master decides; a terminal's ^C reaches it
@@ -103,6 +110,10 @@ async def _serve(
     channel: socket.socket,
     report: object,
 ) -> None:
+    import asyncio
+
+    from ..worker import Worker
+
     assert callable(report)
     loop = asyncio.get_running_loop()
     limit = 0

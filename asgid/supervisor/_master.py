@@ -20,7 +20,6 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import psutil
 import setproctitle
 
 from .. import _logging
@@ -319,7 +318,10 @@ class Master:
             logger.error("reload aborted, still serving the previous configuration: %s", exc)
             self.core.last_reload = "failed (configuration)"
             self.metrics.reloaded(False)
-            self.notifier.status(self.core.status())
+            # With Type=notify-reload systemd waits for RELOADING=1, then READY=1,
+            # after every SIGHUP it sends: a reload that ends at once still says both.
+            self.notifier.reloading("reloading")
+            self.notifier.ready(self.core.status())
             return
         self.previous_config, self.config = self.config, config
         self.core.timeouts = timeouts(config)
@@ -385,6 +387,8 @@ class Master:
             self._execute(self.core.exited(pid, code, time.monotonic()))
 
     def _check_memory(self, now: float) -> None:
+        import psutil  # only when max_memory is set
+
         limit = self.config.workers.max_memory
         for worker in self.core.live():
             if worker.state is not _core.State.READY:

@@ -26,8 +26,6 @@ import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-import psutil
-
 from .._sockets import bind_socket
 from .._version import __version__
 from ..config import parse_bind
@@ -262,6 +260,8 @@ class Exporter:
 
     def sample_processes(self) -> dict[int, tuple[int, float]]:
         """RSS and CPU seconds of each live worker, by slot."""
+        import psutil
+
         result: dict[int, tuple[int, float]] = {}
         for worker in self.supervisor().live():
             try:

@@ -1,9 +1,19 @@
-"""One worker: the HTTP/1.1 protocol, lifespan and graceful drain."""
+"""One worker: the HTTP/1.1 protocol, WebSockets, lifespan and graceful drain.
 
-from ._app import AppLoadError, load_app
-from ._lifespan import LifespanFailure
-from ._protocol import ClientDisconnected
-from ._server import Stats, Worker
+Names are imported on first use: the master imports this package's light
+modules (stats, access log) without loading the event loop and parsers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .._exceptions import AppLoadError, ClientDisconnected, LifespanFailure
+
+if TYPE_CHECKING:
+    from ._app import load_app
+    from ._server import Stats, Worker
 
 __all__ = [
     "AppLoadError",
@@ -13,3 +23,12 @@ __all__ = [
     "Worker",
     "load_app",
 ]
+
+_LAZY = {"load_app": "._app", "Stats": "._server", "Worker": "._server"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module, __name__), name)

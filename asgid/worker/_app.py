@@ -14,12 +14,9 @@ import sys
 import traceback
 from typing import Any
 
+from .._exceptions import AppLoadError
 from ..config import AppSettings
 from ._types import ASGIApp, Receive, Scope, Send
-
-
-class AppLoadError(Exception):
-    """The application could not be imported or built."""
 
 
 def load_env_file(path: str) -> None:

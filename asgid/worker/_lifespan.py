@@ -12,14 +12,11 @@ import asyncio
 import logging
 from typing import Any
 
+from .._exceptions import LifespanFailure
 from ._app import _user_traceback
 from ._types import ASGIApp, Message
 
 logger = logging.getLogger("asgid.error")
-
-
-class LifespanFailure(Exception):
-    """Lifespan startup failed; the worker must not serve."""
 
 
 class Lifespan:

@@ -21,6 +21,7 @@ from urllib.parse import unquote_to_bytes
 
 import httptools
 
+from .._exceptions import ClientDisconnected
 from ._h1 import BadRequest, InvalidMessage, Response, check_head, split_target
 from ._proxy import apply_proxy_headers
 from ._types import Message
@@ -43,10 +44,6 @@ DRAIN_GRACE = 1.0  # seconds a draining worker waits for an idle connection's ne
 _NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-
-
-class ClientDisconnected(OSError):
-    """Raised by ``send`` once the client has gone (ASGI HTTP spec 2.4)."""
 
 
 class HttpProtocol(asyncio.Protocol):
