@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import signal
 import socket
 import threading
 from typing import Any
 
-import uvloop
-
 from . import _logging
 from ._sockets import bind_all, make_ssl_context
 from .config import Config, load_config
 from .config._load import overrides_from_kwargs
-from .worker import Worker, load_app
 from .worker._types import ASGIApp
 
 
@@ -30,6 +26,10 @@ async def serve(
     ``app`` is an ASGI application or a ``module:attribute`` string; ``config``
     defaults to ``Config()`` with the app as its target.
     """
+    import asyncio  # here, not at import: `import asgid` stays light for the master
+
+    from .worker import Worker, load_app
+
     if config is None:
         target = app if isinstance(app, str) else "__main__:app"
         config = load_config(overrides={"app.target": target}, environ={})
@@ -66,4 +66,6 @@ def run(app: ASGIApp | str, *, config: str | None = None, **kwargs: Any) -> None
     overrides["app.target"] = app if isinstance(app, str) else "__main__:app"
     settings = load_config(config, overrides)
     _logging.configure(settings.logging)
+    import uvloop
+
     uvloop.run(serve(app, settings))

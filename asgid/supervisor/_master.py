@@ -27,7 +27,7 @@ from .._sockets import bind_socket, describe
 from ..config import BindAddress, Config, ConfigError, load_config, parse_bind
 from . import _core, _metrics
 from . import _messages as msg
-from ._child import worker_main
+from ._child import preload, worker_main
 from ._systemd import Notifier, listen_fds
 
 logger = logging.getLogger("asgid.error")
@@ -215,6 +215,7 @@ class Master:
         for line in self.listeners.describe():
             logger.info("listening on %s", line)
         self._write_pidfile()
+        preload()
         self._install_signals()
         if self.config.metrics.bind:
             self._start_metrics()
