@@ -147,8 +147,8 @@ class ClientLoop:
                         self.errors.append(f"keep_alive={keep_alive}: {exc!r}")
                     continue
                 with self._lock:
-                    self.done += 1
                     if response.status_code == 200:
+                        self.done += 1
                         self.pids[int(response.text)] += 1
                     else:
                         self.errors.append(f"keep_alive={keep_alive}: {response.status_code}")
@@ -161,8 +161,12 @@ class ClientLoop:
 
     def wait_for(self, requests: int, timeout: float = 15.0) -> None:
         """Wait until ``requests`` more requests have been answered."""
-        target = self.done + requests
-        wait_until(lambda: self.done >= target, timeout)
+
+        def answered() -> int:
+            return self.done + len(self.errors)
+
+        target = answered() + requests
+        wait_until(lambda: answered() >= target, timeout)
 
 
 def write_app(path: Path, body: str) -> None:

@@ -214,11 +214,11 @@ class Master:
             return 1
         for line in self.listeners.describe():
             logger.info("listening on %s", line)
-        self._write_pidfile()
         preload()
         self._install_signals()
         if self.config.metrics.bind:
             self._start_metrics()
+        self._write_pidfile()  # once it exists, signals are handled, not fatal
         try:
             logger.info(
                 "master started (pid %d), %d worker(s) for %s",
