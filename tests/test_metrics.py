@@ -264,6 +264,7 @@ def test_counts_survive_max_requests_recycling(start_metrics: Callable[..., Metr
 
 def test_restart_reasons_crash_and_hang(start_metrics: Callable[..., Metrics]) -> None:
     metrics = start_metrics("--timeout", "2")
+    metrics.wait_ready(2)  # a worker lost before the first READY fails the start (exit 3)
     victim = min(worker_pids(metrics.server))
     os.kill(victim, signal.SIGKILL)
     metrics.wait_for("asgid_worker_restarts_total", 1, reason="crash")
