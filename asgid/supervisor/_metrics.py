@@ -102,12 +102,6 @@ class _Totals:
         self.duration = _Histogram(DURATION_BUCKETS)
         self.bytes = 0
 
-    @classmethod
-    def from_report(cls, report: dict[str, Any]) -> _Totals:
-        totals = cls()
-        totals.merge_report(report)
-        return totals
-
     def merge_report(self, report: dict[str, Any]) -> None:
         for method, status, count in report.get("requests", ()):
             key = (str(method), str(status))
