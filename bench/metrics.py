@@ -34,32 +34,29 @@ from __future__ import annotations
 import os
 import sys
 
-# bench/http.py would shadow the standard library's ``http`` for scripts run from here.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this asgid
 
-sys.path.insert(0, os.path.dirname(_HERE))  # asgid from this checkout
+import argparse
+import contextlib
+import datetime as dt
+import glob
+import http.client
+import json
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import datetime as dt  # noqa: E402
-import glob  # noqa: E402
-import http.client  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import textwrap  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Iterator  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+from _common import free_port
 
-BENCH = Path(_HERE)
+BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 HOST = "127.0.0.1"
 READY_TIMEOUT = 30.0
@@ -97,12 +94,6 @@ RECYCLE_APP = textwrap.dedent(
 
 
 # -- processes ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class Asgid:

@@ -6,7 +6,7 @@
     python bench/profile_asgid.py --scenario upload --duration 8
 
 ``--tool py-spy`` (needs ``pip install py-spy``) starts ``python -m asgid`` as
-bench/http.py does (server on CPU 0), finds the worker process, and samples it
+bench/http_bench.py does (server on CPU 0), finds the worker process, and samples it
 with ``py-spy record --native`` (on CPU 1, beside wrk) while wrk loads it. Native
 frames make uvloop/libuv, httptools/llhttp, the C ``_asyncio`` Task and the
 syscalls visible next to asgid's Python code. Each sample is charged to its
@@ -33,9 +33,7 @@ import sys
 
 _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.dirname(_HERE)
-# bench/ holds http.py, which must not shadow the standard library's http package.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
-sys.path.insert(0, _ROOT)
+sys.path.insert(0, _ROOT)  # bench.http_bench, next to asgid from this checkout
 
 import argparse  # noqa: E402
 import collections  # noqa: E402
@@ -49,7 +47,7 @@ from pathlib import Path  # noqa: E402
 
 import psutil  # noqa: E402
 
-from bench.http import (  # noqa: E402
+from bench.http_bench import (  # noqa: E402
     HOST,
     READY_TIMEOUT,
     SCENARIOS,
@@ -290,7 +288,7 @@ def profile_cprofile(args: argparse.Namespace, scenario: Scenario, out_dir: Path
     )  # fmt: skip
     try:
         deadline = time.monotonic() + READY_TIMEOUT
-        from bench.http import http_request
+        from bench.http_bench import http_request
 
         while True:
             if proc.poll() is not None:

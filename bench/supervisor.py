@@ -34,35 +34,27 @@ all targets met, 1 a run failed, 2 a target was missed.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime as dt
+import json
 import os
+import re
+import resource
+import signal
+import socket
+import subprocess
 import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
-# bench/ holds http.py: running a script from bench/ puts bench/ first on
-# sys.path, where it shadows the standard library's ``http`` package. Drop it.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import psutil
+from _common import free_port, git_state, machine, median, package_versions
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-import traceback  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from importlib import metadata  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import psutil  # noqa: E402
-
-BENCH = Path(_HERE)
+BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 HOST = "127.0.0.1"
 APP = "bench.apps:app"
@@ -219,12 +211,6 @@ class Wrk:
 
 
 # -- servers ----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(port: int, path: str, timeout: float = REQUEST_TIMEOUT) -> tuple[int, bytes]:
@@ -624,10 +610,6 @@ def throughput_run(
 # -- report ---------------------------------------------------------------------------
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def mib(n: float | None) -> str:
     return "-" if not n else f"{n / MiB:.1f}"
 
@@ -1020,49 +1002,6 @@ def render(
     return "\n".join(o)
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("asgid", "uvicorn", "gunicorn", "uvicorn-worker", "uvloop", "httptools", "psutil"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    try:
-        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
-        versions["wrk"] = (wrk.stdout + wrk.stderr).split("Copyright")[0].strip()
-    except (OSError, subprocess.TimeoutExpired):
-        versions["wrk"] = "?"
-    return versions
-
-
-def git_state() -> str:
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "asgid"],
-            capture_output=True, text=True, timeout=10, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return rev + ("+dirty" if dirty else "")
-
-
-def machine() -> str:
-    model = platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -1108,7 +1047,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "git": git_state(),
         "machine": machine(),
-        "versions": package_versions(),
+        "versions": package_versions(
+            ("asgid", "uvicorn", "gunicorn", "uvicorn-worker", "uvloop", "httptools", "psutil")
+        ),
         "loadavg_start": os.getloadavg()[0],
         "background_cores_start": background_load(),
         "threads": args.threads,

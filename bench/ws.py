@@ -41,38 +41,33 @@ bench/results/ws-<time>.json (bench/results/ is ignored by git).
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import glob
+import io
+import json
 import os
+import platform
+import pstats
+import signal
+import socket
+import statistics
+import struct
+import subprocess
 import sys
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
 
-# Running this file puts bench/ first on sys.path, where bench/http.py would
-# shadow the standard library's ``http`` package. Drop that entry first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import psutil
+from _common import cpu_seconds, free_port
 
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import base64  # noqa: E402
-import contextlib  # noqa: E402
-import datetime as dt  # noqa: E402
-import glob  # noqa: E402
-import io  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import pstats  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import struct  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from dataclasses import asdict, dataclass  # noqa: E402
-from importlib import metadata  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import psutil  # noqa: E402
-
-BENCH = Path(_HERE)
+BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 HOST = "127.0.0.1"
 PATH = "/echo"
@@ -308,7 +303,7 @@ async def run_load(
 
     await watch(warmup)
     own = psutil.Process()
-    cpu_before = _cpu_seconds(server_procs)
+    cpu_before = cpu_seconds(server_procs)
     cores_before = psutil.cpu_times(percpu=True)
     client_before = own.cpu_times()
     count_before = load.count
@@ -318,7 +313,7 @@ async def run_load(
     count = load.count - count_before
     client_after = own.cpu_times()
     cores_after = psutil.cpu_times(percpu=True)
-    cpu_after = _cpu_seconds(server_procs)
+    cpu_after = cpu_seconds(server_procs)
     load.stopping = True
     # Every connection closes after its round trip in flight; then the rest is cut.
     for conn in conns:
@@ -345,15 +340,6 @@ async def run_load(
     }
 
 
-def _cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
-    times = {}
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            t = proc.cpu_times()
-            times[proc.pid] = t.user + t.system
-    return times
-
-
 def _core_busy(before: Any, after: Any, cpu: int) -> float:
     if cpu >= len(after):
         return 0.0
@@ -376,12 +362,6 @@ def run_client(coro: Any) -> Any:
 
 
 # -- server processes -----------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

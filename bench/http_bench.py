@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """HTTP throughput: asgid against uvicorn and granian, measured in one run.
 
-    python bench/http.py --rounds 3 --duration 5
+    python bench/http_bench.py --rounds 3 --duration 5
 
 Every (round, scenario, server) run starts a fresh server pinned to one core,
 checks that it answers the scenario correctly, measures the idle RSS of the
@@ -18,37 +18,28 @@ every wrk run a fixed duration. Only 127.0.0.1 is used.
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import datetime as dt
+import json
 import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
 import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
-# This file is called http.py: running it puts bench/ first on sys.path, where
-# it would shadow the standard library's ``http`` package for every import
-# below (asyncio, urllib, psutil's dependencies...). Drop that entry first.
-_HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+import psutil
+from _common import cpu_seconds, free_port, git_state, machine, median, package_versions
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import datetime as dt  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import re  # noqa: E402
-import resource  # noqa: E402
-import shutil  # noqa: E402
-import signal  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable, Iterator  # noqa: E402
-from dataclasses import asdict, dataclass, field  # noqa: E402
-from importlib import metadata  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
-
-import psutil  # noqa: E402
-
-BENCH = Path(_HERE)
+BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 HOST = "127.0.0.1"
 UPLOAD_SIZE = 65536
@@ -217,12 +208,6 @@ def keep_alive_connection(port: int, path: str) -> Iterator[socket.socket]:
 # -- processes ----------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
-
-
 def taskset(cpu: int, cmd: list[str]) -> list[str]:
     return ["taskset", "-c", str(cpu), *cmd]
 
@@ -355,16 +340,6 @@ def rss_of(procs: list[psutil.Process]) -> int:
         with contextlib.suppress(psutil.Error):
             total += proc.memory_info().rss
     return total
-
-
-def cpu_seconds(procs: list[psutil.Process]) -> dict[int, float]:
-    """CPU seconds (user + system) used so far, by PID."""
-    times = {}
-    for proc in procs:
-        with contextlib.suppress(psutil.Error):
-            t = proc.cpu_times()
-            times[proc.pid] = t.user + t.system
-    return times
 
 
 def pids_alive(procs: list[psutil.Process]) -> bool:
@@ -576,10 +551,6 @@ def measure(
 # -- report ---------------------------------------------------------------------
 
 
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
 def summarize(runs: list[Run], servers: list[str], scenarios: list[str]) -> dict[str, Any]:
     summary: dict[str, Any] = {}
     for sc in scenarios:
@@ -716,56 +687,6 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def package_versions() -> dict[str, str]:
-    versions = {}
-    for name in ("asgid", "uvicorn", "granian", "starlette", "uvloop", "httptools", "psutil"):
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            versions[name] = "not installed"
-    try:
-        wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
-        versions["wrk"] = (wrk.stdout + wrk.stderr).split("Copyright")[0].strip()
-    except (OSError, subprocess.TimeoutExpired):
-        versions["wrk"] = "?"
-    return versions
-
-
-def git_state() -> str:
-    """The commit asgid was measured at, with "+dirty" when the tree had changes."""
-    try:
-        rev = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "asgid"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "?"
-    return rev + ("+dirty" if dirty else "")
-
-
-def machine() -> str:
-    model = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, "
-        f"Python {platform.python_version()}"
-    )
-
-
 # -- main -------------------------------------------------------------------------
 
 
@@ -839,7 +760,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
-        "versions": package_versions(),
+        "versions": package_versions(
+            ("asgid", "uvicorn", "granian", "starlette", "uvloop", "httptools", "psutil")
+        ),
         "rounds": args.rounds,
         "duration": args.duration,
         "warmup": args.warmup,
