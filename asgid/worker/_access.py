@@ -48,6 +48,13 @@ def check_format(template: str) -> None:
         raise ValueError(f"invalid access log format: {exc}") from None
 
 
+def format_client(client: tuple[str, int] | None) -> str:
+    """``host:port``, or ``unix`` for a Unix-socket peer."""
+    if client is None:
+        return "unix"
+    return f"{client[0]}:{client[1]}"
+
+
 class AccessLog:
     __slots__ = ("_request_id", "_template")
 
@@ -70,7 +77,7 @@ class AccessLog:
         client = scope["client"]
         query = scope["query_string"]
         fields = {
-            "client": f"{client[0]}:{client[1]}" if client else "unix",
+            "client": format_client(client),
             "method": scope["method"],
             # As sent (percent-encoded): a decoded path could hold CR/LF and forge lines.
             "path": scope["raw_path"].decode("latin-1"),

@@ -137,7 +137,7 @@ def http_date(epoch: float) -> bytes:
 class ResponseDefaults:
     """Headers every response carries; the worker refreshes the date once a second."""
 
-    __slots__ = ("_static", "date_header", "names", "suffix")
+    __slots__ = ("_date_line", "_static", "_static_lines", "date_header", "names", "suffix")
 
     def __init__(
         self,
@@ -152,23 +152,21 @@ class ResponseDefaults:
         static.extend((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers)
         self.names = frozenset(name for name, _ in static) | ({b"date"} if date_header else set())
         self._static = static
+        self._static_lines = b"".join(b"%s: %s\r\n" % pair for pair in static)
         self.date_header = date_header
-        self.suffix = b""
+        self._date_line = self.suffix = b""
         self.set_date(0.0)
 
     def set_date(self, epoch: float) -> None:
-        lines = [b"%s: %s\r\n" % pair for pair in self._static]
         if self.date_header:
-            lines.append(b"date: " + http_date(epoch) + b"\r\n")
-        self.suffix = b"".join(lines)
+            self._date_line = b"date: " + http_date(epoch) + b"\r\n"
+        self.suffix = self._static_lines + self._date_line
 
     def without(self, names: set[bytes]) -> bytes:
         """The default header lines minus those the application overrode."""
         lines = [b"%s: %s\r\n" % pair for pair in self._static if pair[0] not in names]
-        if self.date_header and b"date" not in names:
-            lines.extend(
-                line + b"\r\n" for line in self.suffix.split(b"\r\n") if line.startswith(b"date: ")
-            )
+        if b"date" not in names:
+            lines.append(self._date_line)
         return b"".join(lines)
 
 

@@ -22,6 +22,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from .._exceptions import ClientDisconnected
+from ._access import format_client
 from ._h1 import BadRequest, InvalidMessage, Response, check_head, split_target
 from ._proxy import apply_proxy_headers
 from ._types import Message
@@ -407,7 +408,7 @@ class HttpProtocol(asyncio.Protocol):
             if cycle.task is not None and cycle not in self.state.cycles:
                 cycle.task.cancel()  # the app has not run yet: it never sees this request
         data = self.state.error_response(status, reason)
-        logger.debug("%s from %s: %s", status, _format_client(self.client), reason)
+        logger.debug("%s from %s: %s", status, format_client(self.client), reason)
         if self.active is None or (self.active is cycle and not cycle.response.started):
             self.active = None
             self.transport.write(data)
@@ -451,7 +452,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def check_deadline(self, now: float) -> None:
         if self.deadline and now >= self.deadline and self.active is None:
-            logger.log(5, "closing idle connection from %s", _format_client(self.client))
+            logger.log(5, "closing idle connection from %s", format_client(self.client))
             self.transport.close()
 
 
@@ -707,9 +708,3 @@ def _address(info: Any) -> tuple[str, int] | None:
     if isinstance(info, tuple) and len(info) >= 2:
         return str(info[0]), int(info[1])
     return None
-
-
-def _format_client(client: tuple[str, int] | None) -> str:
-    if client is None:
-        return "unix"
-    return f"{client[0]}:{client[1]}"
