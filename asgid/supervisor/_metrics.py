@@ -23,6 +23,7 @@ import shutil
 import socket
 import tempfile
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -72,10 +73,7 @@ class _Histogram:
         self.total = 0.0
 
     def observe(self, value: float) -> None:
-        index = 0
-        while index < len(self.bounds) and value > self.bounds[index]:
-            index += 1
-        self.counts[index] += 1
+        self.counts[bisect_left(self.bounds, value)] += 1  # the bucket rule RequestStats uses
         self.total += value
 
     def add(self, counts: list[int], total: float) -> None:
