@@ -469,18 +469,30 @@ def test_trailer_injection_rejected():
 
 
 @pytest.mark.parametrize(
-    "header",
+    ("header", "error"),
     [
-        (b"x-a", b"b\r\nset-cookie: evil"),
-        (b"x-a", b"b\nx: y"),
-        (b"x-a", b"b\rx: y"),
-        (b"x-a\r\nx-b", b"c"),
+        ((b"x-a", b"b\r\nset-cookie: evil"), "CR, LF or NUL"),
+        ((b"x-a", b"b\nx: y"), "CR, LF or NUL"),
+        ((b"x-a", b"b\rx: y"), "CR, LF or NUL"),
+        ((b"x-a", b"b\0c"), "CR, LF or NUL"),
+        ((b"x-a\r\nx-b", b"c"), "not a token"),
+        ((b"x a", b"c"), "not a token"),
+        ((b"x-a:", b"c"), "not a token"),
+        ((b"", b"c"), "not a token"),
+        ((b"x\x80", b"c"), "not a token"),
     ],
 )
-def test_header_injection_rejected(header):
+def test_header_injection_rejected(header, error):
     response = make()
-    with pytest.raises(InvalidMessage, match="CR or LF"):
+    with pytest.raises(InvalidMessage, match=error):
         start(response, headers=[header])
+
+
+def test_header_names_are_checked_every_time():
+    start(make(), headers=[(b"X-Good", b"1")])
+    with pytest.raises(InvalidMessage, match="not a token"):
+        start(make(), headers=[(b"X-Good ", b"1")])
+    start(make(), headers=[(b"x-good", b"1")])
 
 
 @pytest.mark.parametrize("headers", [[("x-a", "b")], [(b"x-a",)], [b"x-a: b"], [(b"x-a", 1)], 5])

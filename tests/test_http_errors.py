@@ -93,7 +93,7 @@ INVALID_BEFORE_START = {
     "str-status": "invalid status '200'",
     "bad-status": "invalid status 99",
     "str-header": "invalid headers",
-    "header-crlf": "CR or LF",
+    "header-crlf": "CR, LF or NUL",
     "unknown-type": "http.response.bogus",
     "bad-length": "invalid headers",
 }

@@ -209,6 +209,29 @@ class HttpSettings:
         "--timeout-request-header",
         minimum=0.1,
     )
+    timeout_request_body: float = setting(
+        _kinds.FLOAT,
+        30.0,
+        "Seconds a client may pause between two parts of a request body while the app "
+        "waits for it; then 408 and the connection is closed.",
+        "--timeout-request-body",
+        minimum=0.1,
+    )
+    timeout_write: float = setting(
+        _kinds.FLOAT,
+        60.0,
+        "Seconds a response may wait on a client that reads none of it; then the "
+        "connection is dropped.",
+        "--timeout-write",
+        minimum=0.1,
+    )
+    max_body_size: int = setting(
+        _kinds.SIZE,
+        0,
+        'Largest request body (e.g. "10MiB"); above it 413 and the rest is not read; '
+        "0 = unlimited.",
+        "--max-body-size",
+    )
     limit_concurrency: int = setting(
         _kinds.INT,
         0,

@@ -43,6 +43,23 @@ _HOST_RE = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?
 _SCHEME_RE = re.compile(rb"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _NO_BODY_STATUSES = frozenset({204, 304})
 _VALID_HOSTS: set[bytes] = set()
+_TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # RFC 9110 5.6.2, lower-cased
+_VALID_NAMES: set[bytes] = set()  # lower-cased field names the app sent that were tokens
+
+
+def check_field(lower_name: bytes, value: bytes, what: str) -> None:
+    """Raise ``InvalidMessage`` unless a response field can go on the wire as is.
+
+    The name must be a token and the value free of CR, LF and NUL (RFC 9110
+    5.5), or the app could split the response or smuggle a header.
+    """
+    if lower_name not in _VALID_NAMES:
+        if not _TOKEN_RE.fullmatch(lower_name):
+            raise InvalidMessage(f"{what} name {lower_name!r} is not a token")
+        if len(_VALID_NAMES) < 512:
+            _VALID_NAMES.add(lower_name)  # apps send the same few names on every response
+    if b"\r" in value or b"\n" in value or b"\0" in value:
+        raise InvalidMessage(f"{what} {lower_name!r} has CR, LF or NUL in its value")
 
 
 def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
@@ -76,9 +93,10 @@ def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
 class RequestHead:
     """What the connection needs to know about a request beyond the scope."""
 
-    __slots__ = ("chunked", "expect_continue", "trailers", "upgrade")
+    __slots__ = ("chunked", "content_length", "expect_continue", "trailers", "upgrade")
 
     def __init__(self) -> None:
+        self.content_length = b""  # as sent (httptools checked it is digits); b"" when absent
         self.expect_continue = False
         self.trailers = False
         self.chunked = False
@@ -113,6 +131,8 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
             if version == "1.0":
                 raise BadRequest("chunked transfer coding is not allowed in HTTP/1.0")
             head.chunked = True
+        elif name == b"content-length":
+            head.content_length = value
         elif name == b"expect":
             if value.lower() == b"100-continue":
                 head.expect_continue = version == "1.1"
@@ -241,8 +261,7 @@ class Response:
         try:
             for name, value in message.get("headers", ()):
                 lower = name.lower()
-                if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                    raise InvalidMessage(f"response header {name!r} contains CR or LF")
+                check_field(lower, value, "response header")
                 if lower == b"content-length":
                     if self._expected >= 0:
                         raise InvalidMessage("more than one content-length header")
@@ -294,8 +313,7 @@ class Response:
             raise InvalidMessage("http.response.trailers sent out of order")
         lines = []
         for name, value in headers:
-            if b"\n" in value or b"\r" in value or b"\n" in name or b"\r" in name:
-                raise InvalidMessage(f"trailer {name!r} contains CR or LF")
+            check_field(name.lower(), value, "trailer")
             lines.append(name + b": " + value + b"\r\n")
         if not more:
             self.complete = True

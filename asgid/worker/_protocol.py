@@ -6,7 +6,9 @@ framed, and runs one ``Cycle`` (an ASGI ``http`` call) per request, in order.
 Flow control lives here: reading pauses while the app has not consumed a
 request body or while pipelined requests wait, and ``send`` waits while the
 transport is above its high-water mark. Timeouts are deadlines that the
-worker's once-a-second tick checks, so the hot path sets no timers.
+worker's once-a-second tick checks, so the hot path sets no timers: one for
+an unfinished head or an idle connection, one between two parts of a request
+body, and one for writes stuck on a client that reads nothing.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ access_logger = logging.getLogger("asgid.access")
 BODY_HIGH_WATER = 65536
 FILE_CHUNK = 262144  # bytes read per write by http.response.pathsend
 DRAIN_GRACE = 1.0  # seconds a draining worker waits for an idle connection's next request
+LINGER = 2.0  # seconds an error response waits, reading and dropping, before closing
 _NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
@@ -50,6 +53,8 @@ _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "active",
+        "body_deadline",
+        "body_received",
         "client",
         "closing",
         "cycle",
@@ -58,6 +63,7 @@ class HttpProtocol(asyncio.Protocol):
         "head_bytes",
         "head_size",
         "headers",
+        "lingering",
         "loop",
         "parser",
         "pending_error",
@@ -70,6 +76,8 @@ class HttpProtocol(asyncio.Protocol):
         "transport",
         "upgrade",
         "url",
+        "write_backlog",
+        "write_deadline",
         "write_paused",
         "ws",
     )
@@ -89,12 +97,17 @@ class HttpProtocol(asyncio.Protocol):
         self.cycle: Cycle | None = None  # the request whose bytes are being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
         self.pipeline: deque[Cycle] = deque()
-        self.deadline = 0.0
+        self.deadline = 0.0  # an unfinished head, or an idle connection, is closed at this time
+        self.body_deadline = 0.0  # the next part of the request body is due by this time
+        self.body_received = 0
+        self.write_deadline = 0.0  # set by the tick while writes wait on the client
+        self.write_backlog = 0
         self.read_paused = False
         self.read_eof = False
         self.write_paused = False
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
+        self.lingering = False  # a final error response was sent; see close_with()
         self.pending_error = b""
         self.upgrade: WebSocketSession | None = None  # accepted Upgrade head, not yet switched
         self.ws: WebSocketSession | None = None
@@ -197,6 +210,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        self.write_deadline = 0.0  # the client read: the write timeout starts over
         waiter = self.drain_waiter
         if waiter is not None:
             self.drain_waiter = None
@@ -241,6 +255,9 @@ class HttpProtocol(asyncio.Protocol):
         version = parser.get_http_version()
         headers = self.headers
         head = check_head(version, headers)
+        limit = state.max_body_size
+        if limit and head.content_length and int(head.content_length) > limit:
+            raise BadRequest(_too_large(limit), status=413)
         method = parser.get_method()
         raw_path, query = split_target(method, self.url)
         self.deadline = 0.0
@@ -290,6 +307,12 @@ class HttpProtocol(asyncio.Protocol):
         )
         cycle = Cycle(self, scope, response, head.expect_continue)
         self.cycle = cycle
+        self.body_received = 0
+        # The body is due now, unless the client waits for a 100 Continue
+        # (sent when the app first asks for the body; the clock starts then).
+        # A request without one completes right away and clears the deadline.
+        if not head.expect_continue:
+            self.body_deadline = self.loop.time() + state.timeout_request_body
         if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
             cycle.reject()
         elif self.active is None:
@@ -344,6 +367,12 @@ class HttpProtocol(asyncio.Protocol):
         self.upgrade = WebSocketSession(self, scope)
 
     def on_body(self, body: bytes) -> None:
+        state = self.state
+        self.body_deadline = self.loop.time() + state.timeout_request_body
+        if state.max_body_size:
+            self.body_received += len(body)
+            if self.body_received > state.max_body_size:
+                raise BadRequest(_too_large(state.max_body_size), status=413)
         cycle = self.cycle
         if cycle is None or cycle.finished:
             return  # a body the application did not want: read and drop it
@@ -354,6 +383,7 @@ class HttpProtocol(asyncio.Protocol):
         cycle.wake()
 
     def on_message_complete(self) -> None:
+        self.body_deadline = 0.0
         cycle = self.cycle
         if cycle is not None:
             self.cycle = None
@@ -375,6 +405,8 @@ class HttpProtocol(asyncio.Protocol):
             if cycle is None or cycle.body_size <= BODY_HIGH_WATER or cycle.finished:
                 self.read_paused = False
                 self.transport.resume_reading()
+                if self.body_deadline:  # the wait was ours, not the client's
+                    self.body_deadline = self.loop.time() + self.state.timeout_request_body
 
     def response_complete(self, cycle: Cycle) -> None:
         """The active request's last bytes were written: move to the next one."""
@@ -385,8 +417,7 @@ class HttpProtocol(asyncio.Protocol):
         if state.timed:
             cycle.record()
         if self.pending_error:
-            self.transport.write(self.pending_error)
-            self.transport.close()
+            self.close_with(self.pending_error)
             return
         if not cycle.response.keep_alive or cycle.expect_continue or self.closing:
             self.transport.close()
@@ -411,10 +442,32 @@ class HttpProtocol(asyncio.Protocol):
         logger.debug("%s from %s: %s", status, format_client(self.client), reason)
         if self.active is None or (self.active is cycle and not cycle.response.started):
             self.active = None
-            self.transport.write(data)
-            self.transport.close()
+            self.close_with(data)
         else:
             self.pending_error = data
+
+    def close_with(self, data: bytes) -> None:
+        """Send a final error response, then close without resetting it away.
+
+        Closing a socket with unread request bytes makes the kernel send a
+        reset, which can destroy the response before the client reads it (a
+        client still uploading a body it was refused is the usual case). So
+        the write side is shut first and what still arrives is read and
+        dropped for up to ``LINGER`` seconds, until the client closes too.
+        """
+        self.closing = True
+        self.lingering = True
+        self.body_deadline = 0.0
+        transport = self.transport
+        transport.write(data)
+        if not transport.can_write_eof():  # TLS: close_notify must come last
+            transport.close()
+            return
+        transport.write_eof()
+        self.deadline = self.loop.time() + LINGER
+        if self.read_paused:
+            self.read_paused = False
+            transport.resume_reading()
 
     def _upgraded(self, leftover: bytes) -> None:
         """httptools stopped after an Upgrade head; ``leftover`` follows it."""
@@ -451,9 +504,49 @@ class HttpProtocol(asyncio.Protocol):
                 cycle.response.keep_alive = False
 
     def check_deadline(self, now: float) -> None:
-        if self.deadline and now >= self.deadline and self.active is None:
+        """The tick: close this connection if a client has kept it waiting too long."""
+        transport = self.transport
+        if self.write_paused or transport.is_closing():
+            self._check_write(now)
+        elif self.body_deadline and now >= self.body_deadline and not self.read_paused:
+            self._body_timed_out()
+        elif self.deadline and now >= self.deadline and self.active is None:
             logger.log(5, "closing idle connection from %s", format_client(self.client))
+            transport.close()
+
+    def _check_write(self, now: float) -> None:
+        # asyncio tells when the buffer crosses its water marks, not when the
+        # client reads a little: progress is the buffer shrinking between ticks.
+        backlog = self.transport.get_write_buffer_size()
+        if not backlog:
+            self.write_deadline = 0.0
+        elif not self.write_deadline or backlog < self.write_backlog:
+            self.write_deadline = now + self.state.timeout_write
+            self.write_backlog = backlog
+        elif now >= self.write_deadline:
+            logger.info(
+                "dropping the connection from %s: it read nothing for %gs (%d bytes unsent)",
+                format_client(self.client),
+                self.state.timeout_write,
+                backlog,
+            )
+            self.transport.abort()
+
+    def _body_timed_out(self) -> None:
+        cycle = self.cycle
+        timeout = self.state.timeout_request_body
+        logger.info(
+            "closing the connection from %s: no request body for %gs",
+            format_client(self.client),
+            timeout,
+        )
+        self.body_deadline = 0.0
+        if cycle is not None and cycle.response.started:
+            self.closing = True  # too late for a 408: just end it
+            cycle.disconnect()
             self.transport.close()
+        else:
+            self.fail(408, f"no request body for {timeout:g}s")
 
 
 class Cycle:
@@ -507,11 +600,11 @@ class Cycle:
         conn = self.conn
         self.finished = True
         conn.closing = True
+        error = conn.state.error_response(503, "Service Unavailable")
         if conn.active is None:
-            conn.transport.write(conn.state.error_response(503, "Service Unavailable"))
-            conn.transport.close()
+            conn.close_with(error)
         else:
-            conn.pending_error = conn.state.error_response(503, "Service Unavailable")
+            conn.pending_error = error
 
     def wake(self) -> None:
         waiter = self.waiter
@@ -581,14 +674,18 @@ class Cycle:
 
     def _abort(self) -> None:
         self.finished = True
-        self.conn.transport.close()
+        if not self.conn.lingering:  # else an error answer is on its way out: let it go
+            self.conn.transport.close()
 
     # -- receive -------------------------------------------------------------
 
     async def receive(self) -> Message:
         if self.expect_continue and not self.response.started and not self.disconnected:
             self.expect_continue = False
-            self.conn.transport.write(CONTINUE)
+            conn = self.conn
+            conn.transport.write(CONTINUE)
+            if conn.cycle is self:  # the body is due from now on
+                conn.body_deadline = conn.loop.time() + conn.state.timeout_request_body
         while True:
             if self.body:
                 body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
@@ -702,6 +799,10 @@ class Cycle:
             state.stats.record(self.scope["method"], response.status, duration, response.body_bytes)
         if state.access_log:
             state.access_log.log(self.scope, response.status, response.body_bytes, duration)
+
+
+def _too_large(limit: int) -> str:
+    return f"request body larger than {limit} bytes (max_body_size)"
 
 
 def _address(info: Any) -> tuple[str, int] | None:

@@ -104,6 +104,9 @@ class Worker:
                 sock=sock,
                 ssl=self.ssl_context,
                 backlog=self.config.server.backlog,
+                # The protocol (and its header timeout) starts after the TLS
+                # handshake: a handshake that never finishes has its own limit.
+                ssl_handshake_timeout=self.config.http.timeout_request_header if tls else None,
             )
             self._servers.append(server)
             logger.info("listening on %s://%s", "https" if tls else "http", describe(sock))
@@ -131,8 +134,7 @@ class Worker:
             state.now = now
             state.defaults.set_date(time.time())
             for conn in list(state.connections):
-                if conn.deadline:
-                    conn.check_deadline(now)
+                conn.check_deadline(now)
             for session in list(state.websockets):
                 session.check(now)
             self._report(lag)
@@ -174,8 +176,7 @@ class Worker:
                 break
             now = loop.time()  # the tick has stopped: close connections past their deadline
             for conn in list(state.connections):
-                if conn.deadline:
-                    conn.check_deadline(now)
+                conn.check_deadline(now)
         if state.cycles:
             logger.warning(
                 "cancelling %d request(s) still running after %gs",

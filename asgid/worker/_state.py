@@ -50,6 +50,9 @@ class ServerState:
         self.limit_concurrency = http.limit_concurrency
         self.timeout_keep_alive = http.timeout_keep_alive
         self.timeout_request_header = http.timeout_request_header
+        self.timeout_request_body = http.timeout_request_body
+        self.timeout_write = http.timeout_write
+        self.max_body_size = http.max_body_size
         self.max_header_size = http.max_header_size
         self.max_request_line = http.max_request_line
         self.max_headers = http.max_headers
