@@ -9,6 +9,7 @@ import threading
 from typing import Any
 
 from . import _logging
+from ._limits import raise_nofile_limit
 from ._sockets import bind_all, make_ssl_context
 from .config import Config, load_config
 from .config._load import overrides_from_kwargs
@@ -66,6 +67,7 @@ def run(app: ASGIApp | str, *, config: str | None = None, **kwargs: Any) -> None
     overrides["app.target"] = app if isinstance(app, str) else "__main__:app"
     settings = load_config(config, overrides)
     _logging.configure(settings.logging)
+    raise_nofile_limit()  # this process owns its limits, as the master does
     import uvloop
 
     uvloop.run(serve(app, settings))

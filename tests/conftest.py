@@ -11,6 +11,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -18,6 +19,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 
 ROOT = Path(__file__).resolve().parent.parent
 APPS = Path(__file__).resolve().parent / "apps"
@@ -51,6 +53,7 @@ class Server:
         env: dict[str, str],
         log: Path,
         pass_fds: tuple[int, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> None:
         self.args = args
         self.log_path = log
@@ -63,6 +66,7 @@ class Server:
             stderr=subprocess.STDOUT,
             start_new_session=True,
             pass_fds=pass_fds,
+            preexec_fn=preexec_fn,
         )
         self.port = 0
         self.host = "127.0.0.1"
@@ -131,7 +135,8 @@ def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sta
     """Start asgid; ``start_server("app:app", "--flag", ...)`` returns a listening Server.
 
     The app is looked up in ``tests/apps`` unless ``app_dir`` is given; pass
-    ``wait=False`` to get the process before it listens (e.g. to test failures).
+    ``wait=False`` to get the process before it listens (e.g. to test failures);
+    ``preexec_fn`` runs in the child before asgid starts (e.g. to set rlimits).
     """
     servers: list[Server] = []
 
@@ -144,6 +149,7 @@ def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sta
         cwd: Path | None = None,
         no_bind: bool = False,
         pass_fds: tuple[int, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
     ) -> Server:
         chosen = port or free_port()
         argv = list(args)
@@ -156,6 +162,7 @@ def start_server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Sta
             env=base_env(**(env or {})),
             log=tmp_path / f"asgid-{len(servers)}.log",
             pass_fds=pass_fds,
+            preexec_fn=preexec_fn,
         )
         server.port = chosen
         servers.append(server)
@@ -216,6 +223,35 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+# -- TLS: a throwaway CA and certificates issued by it (trustme) ---------------
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+def write_cert(cert: trustme.LeafCert, certfile: Path, keyfile: Path) -> None:
+    """Write ``cert``'s chain (leaf first) and its private key as PEM files."""
+    cert.cert_chain_pems[0].write_to_path(str(certfile))
+    for pem in cert.cert_chain_pems[1:]:
+        pem.write_to_path(str(certfile), append=True)
+    cert.private_key_pem.write_to_path(str(keyfile))
+
+
+@pytest.fixture
+def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
+    """``(certfile, keyfile)`` of a server certificate for 127.0.0.1 and localhost."""
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    write_cert(ca.issue_cert("127.0.0.1", "localhost"), certfile, keyfile)
+    return certfile, keyfile
+
+
+def client_context(ca: trustme.CA) -> ssl.SSLContext:
+    """A client context that trusts ``ca`` (and nothing else)."""
+    return ssl.create_default_context(cadata=ca.cert_pem.bytes().decode())
 
 
 # -- raw HTTP/1.1 over a socket, for tests that check exact bytes ---------------

@@ -4,36 +4,11 @@ from __future__ import annotations
 
 import os
 import socket
-import ssl
 import stat
 
 import httpx
 import pytest
-import trustme
-from conftest import RawConnection, wait_until
-
-
-@pytest.fixture(scope="module")
-def ca():
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_files(ca, tmp_path):
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    certfile = tmp_path / "cert.pem"
-    keyfile = tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(certfile)
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(certfile, append=True)
-    cert.private_key_pem.write_to_path(keyfile)
-    return certfile, keyfile
-
-
-def client_context(ca) -> ssl.SSLContext:
-    context = ssl.create_default_context()
-    ca.configure_trust(context)
-    return context
+from conftest import RawConnection, client_context, wait_until
 
 
 def test_tls(start_server, ca, tls_files):

@@ -1,7 +1,9 @@
 """The forked worker process: set it up, serve, report to the master, exit.
 
 ``worker_main`` runs in the child right after ``fork()`` and never returns.
-It imports the application (so a reload picks up new code), drops privileges,
+It reads the TLS certificate and key (so a reload picks up renewed ones, and
+a key only root can read still works), drops privileges, imports the
+application (so a reload picks up new code, and the app never runs as root),
 then runs a ``Worker`` on a fresh uvloop. The event loop (not a thread) sends
 the heartbeats, so they stop when the loop is blocked. The worker stops
 gracefully when the master sends ``drain`` on the channel, quickly on
@@ -27,12 +29,15 @@ import setproctitle
 from .. import _logging
 from .._exceptions import AppLoadError, LifespanFailure
 from .._sockets import make_ssl_context
-from ..config import Config
+from ..config import Config, ConfigError
 
 if TYPE_CHECKING:
+    import ssl
+
     from ..worker import Stats
 from ..worker._types import ASGIApp, Receive, Scope, Send
 from . import _messages as msg
+from ._privileges import drop_privileges
 
 logger = logging.getLogger("asgid.error")
 
@@ -86,7 +91,6 @@ def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socke
     _logging.set_role(f"worker {slot}")
     setproctitle.setproctitle(f"asgid: worker {slot} [{config.app.target}]")
     channel.setblocking(False)
-    _drop_privileges(config)
 
     unsent = bytearray()  # whole frames only: a partial send must not split one
 
@@ -101,13 +105,27 @@ def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socke
             return False
         return True
 
+    def boot_failed(message: str) -> int:
+        report(msg.BOOT_FAILED, code=EXIT_BOOT, message=message)
+        return EXIT_BOOT
+
+    # Before dropping privileges: the key may be readable by root only.
+    try:
+        ssl_context = make_ssl_context(config.server)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        return boot_failed(f"TLS: {exc}")
+    try:
+        drop_privileges(config.process)
+    except (OSError, ConfigError) as exc:
+        return boot_failed(f"cannot switch to [process] user/group: {exc}")
+
     try:
         app = load_app(config.app)
     except AppLoadError as exc:
         report(msg.BOOT_FAILED, code=EXIT_APP_LOAD, message=str(exc))
         return EXIT_APP_LOAD
     try:
-        uvloop.run(_serve(slot, config, app, sockets, channel, report))
+        uvloop.run(_serve(slot, config, app, sockets, channel, report, ssl_context))
     except LifespanFailure as exc:
         report(msg.BOOT_FAILED, code=EXIT_BOOT, message=f"application startup failed: {exc}")
         return EXIT_BOOT
@@ -121,6 +139,7 @@ async def _serve(
     sockets: list[socket.socket],
     channel: socket.socket,
     report: object,
+    ssl_context: ssl.SSLContext | None,
 ) -> None:
     import asyncio
 
@@ -187,7 +206,7 @@ async def _serve(
     worker = Worker(
         config,
         app,
-        ssl_context=make_ssl_context(config.server),
+        ssl_context=ssl_context,
         on_tick=on_tick,
     )
     loop.add_signal_handler(signal.SIGQUIT, lambda: worker.stop(force=True))
@@ -213,27 +232,3 @@ def _count_requests(app: ASGIApp, limit: int, on_limit: Callable[[], None]) -> A
         await app(scope, receive, send)
 
     return counted
-
-
-def _drop_privileges(config: Config) -> None:
-    process = config.process
-    if process.umask:
-        os.umask(int(process.umask, 8))
-    if process.group:
-        import grp
-
-        gid = int(process.group) if process.group.isdigit() else grp.getgrnam(process.group).gr_gid
-        os.setgroups([gid])
-        os.setgid(gid)
-    if process.user:
-        import pwd
-
-        if process.user.isdigit():
-            uid = int(process.user)
-        else:
-            entry = pwd.getpwnam(process.user)
-            uid = entry.pw_uid
-            if not process.group:
-                os.setgroups([entry.pw_gid])
-                os.setgid(entry.pw_gid)
-        os.setuid(uid)

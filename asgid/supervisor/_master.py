@@ -15,6 +15,7 @@ import os
 import selectors
 import signal
 import socket
+import stat
 import sys
 import time
 from collections.abc import Mapping
@@ -23,11 +24,13 @@ from typing import Any
 import setproctitle
 
 from .. import _logging
+from .._limits import raise_nofile_limit
 from .._sockets import bind_socket, describe
 from ..config import BindAddress, Config, ConfigError, load_config, parse_bind
 from . import _core, _metrics
 from . import _messages as msg
 from ._child import preload, worker_main
+from ._privileges import worker_ids, writable_by
 from ._systemd import Notifier, listen_fds
 
 logger = logging.getLogger("asgid.error")
@@ -198,6 +201,7 @@ class Master:
         self.metrics_dir = ""
         self._owns_metrics_dir = False
         self.metrics_server: _metrics.MetricsServer | None = None
+        self.worker_ids = (-1, -1)  # (uid, gid) of [process].user/group; -1: the master's
 
     # -- running ------------------------------------------------------------------
 
@@ -205,6 +209,12 @@ class Master:
         title = self.config_path or self.config.app.target
         setproctitle.setproctitle(f"asgid: master [{title}]")
         _logging.set_role("master")
+        raise_nofile_limit()  # before binding and forking: the workers inherit it
+        try:
+            self.worker_ids = worker_ids(self.config.process)
+        except ConfigError as exc:
+            print(f"asgid: error: {exc}", file=sys.stderr)
+            return 2  # bad configuration, as the CLI's exit codes say
         inherited = [socket.socket(fileno=fd) for fd in listen_fds()]
         self.listeners = Listeners(inherited)
         try:
@@ -314,6 +324,7 @@ class Master:
             return
         try:
             config = load_config(self.config_path, self.overrides)
+            ids = worker_ids(config.process)
             self.listeners.configure(config)
         except (ConfigError, OSError) as exc:
             logger.error("reload aborted, still serving the previous configuration: %s", exc)
@@ -325,6 +336,12 @@ class Master:
             self.notifier.ready(self.core.status())
             return
         self.previous_config, self.config = self.config, config
+        if ids != self.worker_ids and self.metrics_dir:
+            try:
+                _metrics.give_to_workers(self.metrics_dir, self._owns_metrics_dir, ids)
+            except OSError as exc:
+                logger.error("cannot give the metrics directory to the new user: %s", exc)
+        self.worker_ids = ids
         self.core.timeouts = timeouts(config)
         with contextlib.suppress(ConfigError):
             _logging.configure(config.logging)
@@ -514,7 +531,7 @@ class Master:
             channel.close()
 
     def _start_metrics(self) -> None:
-        self.metrics_dir, self._owns_metrics_dir = _metrics.setup_multiproc_dir()
+        self.metrics_dir, self._owns_metrics_dir = _metrics.setup_multiproc_dir(self.worker_ids)
         exporter = _metrics.Exporter(self.metrics, lambda: self.core, self.metrics_dir)
         self.metrics_server = _metrics.MetricsServer(
             self.config.metrics.bind, self.selector, exporter, self._readiness
@@ -531,14 +548,35 @@ class Master:
         return True, f"{ready} worker(s) ready"
 
     def _write_pidfile(self) -> None:
+        """Write the master's pid: owned by the master, mode 0644.
+
+        Workers running as another user can read it, never rewrite it. The
+        file is created afresh (never through a link left in its place) and
+        renamed over the path, so a reader sees the old pid or the new one.
+        """
         path = self.config.process.pidfile
         if not path:
             return
         tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(tmp, flags, 0o644)
+        with open(fd, "w") as f:
+            os.fchmod(fd, 0o644)  # whatever the umask
             f.write(f"{os.getpid()}\n")
-        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+        directory = os.stat(os.path.dirname(os.path.abspath(path)))
+        uid, gid = self.worker_ids
+        if (
+            uid not in (-1, os.getuid())
+            and not directory.st_mode & stat.S_ISVTX  # /tmp: only the owner may replace it
+            and writable_by(directory, uid, gid)
+        ):
+            logger.warning(
+                "workers can write in the directory of the pidfile %s, and so could replace it",
+                path,
+            )
 
     def _cleanup(self) -> None:
         for pid in list(self.channels):

@@ -14,6 +14,7 @@ select loop; a slow or stuck scraper costs one socket, never the loop.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import logging
 import os
@@ -21,6 +22,7 @@ import platform
 import selectors
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from bisect import bisect_left
@@ -31,6 +33,7 @@ from .._sockets import bind_socket
 from .._version import __version__
 from ..config import parse_bind
 from ..worker._stats import DURATION_BUCKETS
+from ._privileges import writable_by
 
 if TYPE_CHECKING:
     from ._core import Supervisor
@@ -47,11 +50,13 @@ MAX_CLIENTS = 32
 ACCEPT_PAUSE = 1.0  # seconds the endpoint stops accepting after running out of fds
 
 
-def setup_multiproc_dir() -> tuple[str, bool]:
+def setup_multiproc_dir(owner: tuple[int, int] = (-1, -1)) -> tuple[str, bool]:
     """Point prometheus_client at a clean multiprocess directory.
 
     Must run before anything imports prometheus_client. Returns the directory
-    and whether asgid created it (and so removes it at exit).
+    and whether asgid created it (and so removes it at exit). ``owner`` is the
+    workers' ``(uid, gid)`` (-1: the master's): a directory asgid creates is
+    given to them, since each worker writes its own files there.
     """
     path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     owned = not path
@@ -61,7 +66,31 @@ def setup_multiproc_dir() -> tuple[str, bool]:
     for name in glob.glob(os.path.join(path, "*.db")):
         os.unlink(name)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    give_to_workers(path, owned, owner)
     return path, owned
+
+
+def give_to_workers(path: str, owned: bool, owner: tuple[int, int]) -> None:
+    """Let workers running as ``owner`` write in the multiprocess directory.
+
+    The directory asgid created is chowned to them; one the user named with
+    ``PROMETHEUS_MULTIPROC_DIR`` is left as it is, with a warning if they
+    cannot write there. The master never writes through a name in it that a
+    worker could have planted (see ``_publish``).
+    """
+    uid, gid = owner
+    if uid < 0 and gid < 0:
+        return
+    if owned:
+        os.chown(path, uid, gid)
+    elif not writable_by(os.stat(path), uid, gid):
+        logger.warning(
+            "workers (uid %d, gid %d) cannot write in PROMETHEUS_MULTIPROC_DIR %s: "
+            "the application's prometheus_client metrics will fail",
+            uid if uid >= 0 else os.getuid(),
+            gid if gid >= 0 else os.getgid(),
+            path,
+        )
 
 
 class _Histogram:
@@ -180,36 +209,75 @@ def merge_dead_files(directory: str, pid: int) -> None:
         if not _has_header(path):  # killed before prometheus_client sized its file
             os.unlink(path)
             continue
-        archive = MmapedDict(os.path.join(directory, f"{kind}_archive.db"))
-        try:
-            # Only gauges in mostrecent mode carry timestamps; a key's presence in the
-            # archive, not its timestamp, says whether there is a value to combine with.
-            archived = {k: (v, ts) for k, v, ts in archive.read_all_values()}
-            # (key, value, timestamp, position) in recent releases; older ones had no position.
-            for key, value, timestamp, *_ in MmapedDict.read_all_values_from_file(path):
-                if key not in archived:
-                    archive.write_value(key, value, timestamp)
-                    continue
-                current, current_ts = archived[key]
-                if mode == "sum":
-                    archive.write_value(key, current + value, timestamp)
-                elif mode == "max":
-                    archive.write_value(key, max(current, value), timestamp)
-                elif mode == "min":
-                    archive.write_value(key, min(current, value), timestamp)
-                elif timestamp >= current_ts:
-                    archive.write_value(key, value, timestamp)
-        finally:
-            archive.close()
+        archive = os.path.join(directory, f"{kind}_archive.db")
+        # Only gauges in mostrecent mode carry timestamps; a key's presence in the
+        # archive, not its timestamp, says whether there is a value to combine with.
+        archived: dict[str, tuple[float, float]] = {}
+        if _has_header(archive):
+            for key, value, timestamp, *_ in MmapedDict.read_all_values_from_file(archive):
+                archived[key] = (value, timestamp)
+        # (key, value, timestamp, position) in recent releases; older ones had no position.
+        for key, value, timestamp, *_ in MmapedDict.read_all_values_from_file(path):
+            if key not in archived:
+                archived[key] = (value, timestamp)
+                continue
+            current, current_ts = archived[key]
+            if mode == "sum":
+                archived[key] = (current + value, timestamp)
+            elif mode == "max":
+                archived[key] = (max(current, value), timestamp)
+            elif mode == "min":
+                archived[key] = (min(current, value), timestamp)
+            elif timestamp >= current_ts:
+                archived[key] = (value, timestamp)
+        _publish(archive, archived)
         os.unlink(path)
 
 
-def _has_header(path: str) -> bool:
-    """Whether prometheus_client has sized ``path`` yet (it creates the file empty)."""
+def _publish(path: str, values: dict[str, tuple[float, float]]) -> None:
+    """Replace the archive file ``path`` with one holding ``values``.
+
+    Workers may own the directory (``[process].user``), so the master, often
+    root, never opens a name there that a worker could have made a symlink
+    or a hard link: the file is written in a private temporary file,
+    copied into a new file created with ``O_EXCL | O_NOFOLLOW``, and renamed
+    over ``path`` (a rename replaces a link, never follows it). Readers see
+    the old archive or the new one, never half of one.
+    """
+    from prometheus_client.mmap_dict import MmapedDict
+
+    fd, scratch = tempfile.mkstemp(prefix="asgid-archive-", suffix=".db")
+    os.close(fd)
+    staging = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.{os.getpid()}")
     try:
-        return os.path.getsize(path) >= 8
+        db = MmapedDict(scratch)
+        try:
+            for key, (value, timestamp) in values.items():
+                db.write_value(key, value, timestamp)
+        finally:
+            db.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)  # left by a master that died here
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with open(scratch, "rb") as source, open(os.open(staging, flags, 0o644), "wb") as target:
+            shutil.copyfileobj(source, target)
+        os.replace(staging, path)
+    finally:
+        os.unlink(scratch)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(staging)
+
+
+def _has_header(path: str) -> bool:
+    """Whether ``path`` is a regular file prometheus_client has sized (it creates it empty).
+
+    Links are never read: a worker could point one at a file only root can read.
+    """
+    try:
+        st = os.lstat(path)
     except OSError:
         return False
+    return stat.S_ISREG(st.st_mode) and st.st_size >= 8
 
 
 class _AppCollector:
