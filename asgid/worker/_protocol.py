@@ -27,6 +27,7 @@ from .._exceptions import ClientDisconnected
 from ._access import format_client
 from ._h1 import BadRequest, InvalidMessage, Response, check_head, split_target
 from ._proxy import apply_proxy_headers
+from ._transport import reset
 from ._types import Message
 from ._websocket import (
     CLOSE_GOING_AWAY,
@@ -530,7 +531,7 @@ class HttpProtocol(asyncio.Protocol):
                 self.state.timeout_write,
                 backlog,
             )
-            self.transport.abort()
+            reset(self.transport)
 
     def _body_timed_out(self) -> None:
         cycle = self.cycle

@@ -23,6 +23,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from ._h1 import InvalidMessage, Response
+from ._transport import reset
 from ._types import Message
 
 if TYPE_CHECKING:
@@ -243,7 +244,7 @@ class WebSocketSession:
     def check(self, now: float) -> None:
         settings = self.settings
         if self.close_deadline and now >= self.close_deadline:
-            self.conn.transport.abort()
+            reset(self.conn.transport)
             return
         if not self.accepted or self.protocol.state is not State.OPEN:
             return
@@ -295,7 +296,7 @@ class WebSocketSession:
     def _close_timed_out(self) -> None:
         if self.conn in self.conn.state.connections:  # not lost yet
             logger.info("closing a WebSocket whose peer did not finish the closing handshake")
-            self.conn.transport.abort()
+            reset(self.conn.transport)
 
     # -- the application call ---------------------------------------------------------
 
