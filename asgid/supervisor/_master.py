@@ -215,19 +215,22 @@ class Master:
         except ConfigError as exc:
             print(f"asgid: error: {exc}", file=sys.stderr)
             return 2  # bad configuration, as the CLI's exit codes say
+        if self.config.metrics.bind:
+            # Before the application's listeners: once a client can connect
+            # there, /metrics and /readyz accept connections too.
+            self._start_metrics()
         inherited = [socket.socket(fileno=fd) for fd in listen_fds()]
         self.listeners = Listeners(inherited)
         try:
             self.listeners.configure(self.config)
         except OSError as exc:
             print(f"asgid: error: cannot bind: {exc}", file=sys.stderr)
+            self._stop_metrics()
             return 1
         for line in self.listeners.describe():
             logger.info("listening on %s", line)
         preload()
         self._install_signals()
-        if self.config.metrics.bind:
-            self._start_metrics()
         self._write_pidfile()  # once it exists, signals are handled, not fatal
         try:
             logger.info(
@@ -533,10 +536,22 @@ class Master:
     def _start_metrics(self) -> None:
         self.metrics_dir, self._owns_metrics_dir = _metrics.setup_multiproc_dir(self.worker_ids)
         exporter = _metrics.Exporter(self.metrics, lambda: self.core, self.metrics_dir)
-        self.metrics_server = _metrics.MetricsServer(
-            self.config.metrics.bind, self.selector, exporter, self._readiness
-        )
+        try:
+            self.metrics_server = _metrics.MetricsServer(
+                self.config.metrics.bind, self.selector, exporter, self._readiness
+            )
+        except BaseException:
+            self._stop_metrics()
+            raise
         logger.info("metrics on http://%s/metrics", self.config.metrics.bind)
+
+    def _stop_metrics(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+            self.metrics_server = None
+        if self._owns_metrics_dir:
+            _metrics.remove_dir(self.metrics_dir)
+            self._owns_metrics_dir = False
 
     def _readiness(self) -> tuple[bool, str]:
         ready = self.core.counts()["ready"]
@@ -591,10 +606,7 @@ class Master:
         signal.set_wakeup_fd(-1)
         for signum in HANDLED_SIGNALS:
             signal.signal(signum, signal.SIG_DFL)
-        if self.metrics_server is not None:
-            self.metrics_server.close()
-        if self._owns_metrics_dir:
-            _metrics.remove_dir(self.metrics_dir)
+        self._stop_metrics()
         self.listeners.close()
         self.selector.close()
         self.notifier.close()
