@@ -90,7 +90,8 @@ def make_ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
 
     TLS 1.2 is the oldest version offered; renegotiation is refused (HTTP/1.1
     never needs it, and a client could use it to make the server repeat the
-    costly handshake at will). Errors name the files they come from.
+    costly handshake at will; OpenSSL 3 refuses it by default, 1.1.1 does
+    not). Errors name the files they come from.
     """
     if not settings.ssl_certfile:
         return None

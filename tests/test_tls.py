@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import contextlib
 import json
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import threading
 import warnings
 from collections.abc import Iterator
@@ -203,6 +205,26 @@ def test_unknown_ciphers_fail_at_boot_with_the_setting_named(
     server = start_tls(start_server, tls_files, "--ssl-ciphers", "NO-SUCH-CIPHER", wait=False)
     assert server.wait(15) == 3
     assert "ssl_ciphers 'NO-SUCH-CIPHER'" in server.output()
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs the openssl command")
+def test_renegotiation_is_refused(start_server: StartServer, tls_files: tuple[Path, Path]) -> None:
+    # A TLS 1.2 client may ask to redo the (costly) handshake on a connection;
+    # HTTP/1.1 never needs it. openssl s_client's "R" command asks. OpenSSL 3
+    # refuses client renegotiation by default; asgid's OP_NO_RENEGOTIATION is for
+    # the 1.1.1 builds that do not.
+    server = start_tls(start_server, tls_files)
+    client = subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{server.port}", "-tls1_2"],
+        input=b"R\n",
+        capture_output=True,
+        timeout=20,
+        check=False,
+    )
+    output = (client.stdout + client.stderr).decode(errors="replace")
+    assert "RENEGOTIATING" in output
+    assert "no renegotiation" in output
+    assert "Traceback" not in server.output()
 
 
 # -- client certificates ----------------------------------------------------------
