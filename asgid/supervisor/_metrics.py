@@ -271,7 +271,7 @@ def _publish(path: str, values: dict[str, tuple[float, float]]) -> None:
 def _has_header(path: str) -> bool:
     """Whether ``path`` is a regular file prometheus_client has sized (it creates it empty).
 
-    Links are never read: a worker could point one at a file only root can read.
+    Symbolic links are skipped: a worker could point one at a file only root can read.
     """
     try:
         st = os.lstat(path)
