@@ -1,0 +1,113 @@
+"""What scripts/autobahn and scripts/slowhttptest share: serving an app from
+tests/apps with ``python -m asgid`` on 127.0.0.1, waiting for it to listen,
+stopping the process groups they start, and their "<script>: ..." output.
+
+Not a script itself: each of them imports it as ``_serve`` (Python puts a
+script's own directory first on sys.path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Log:
+    """Prints "<script>: <message>" lines, flushed at once."""
+
+    def __init__(self, script: str) -> None:
+        self.script = script
+
+    def __call__(self, message: str) -> None:
+        print(f"{self.script}: {message}", flush=True)
+
+    def skip(self, why: str) -> int:
+        """Say "<script>: SKIP: <why>"; the exit status for it (0)."""
+        self(f"SKIP: {why}")
+        return 0
+
+
+def unwind_on_sigterm() -> None:
+    """Killed (a CI or pytest timeout): unwind, so the finally blocks stop what we started."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+
+
+def server_python() -> str:
+    """$PYTHON, else this interpreter (or .venv's python when this one is not a virtualenv)."""
+    if os.environ.get("PYTHON"):
+        return os.environ["PYTHON"]
+    venv = ROOT / ".venv" / "bin" / "python"
+    if sys.prefix == sys.base_prefix and venv.exists():
+        return str(venv)
+    return sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_asgid(app: str, port: int, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`python -m asgid app` from tests/apps on 127.0.0.1:port, in a new process group.
+
+    Its output goes to log_path; options are further asgid flags.
+    """
+    with open(log_path, "wb") as out:
+        return subprocess.Popen(
+            [
+                server_python(),
+                "-m",
+                "asgid",
+                app,
+                "--app-dir",
+                str(ROOT / "tests" / "apps"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+                *options,
+            ],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+    """Whether 127.0.0.1:port accepts a connection within timeout (False once proc exits)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            return False
+        with contextlib.suppress(OSError):
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a process group the script started: SIGTERM, up to 10 s, then SIGKILL."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(10)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(5)
