@@ -209,7 +209,6 @@ class Master:
         title = self.config_path or self.config.app.target
         setproctitle.setproctitle(f"asgid: master [{title}]")
         _logging.set_role("master")
-        raise_nofile_limit()  # before binding and forking: the workers inherit it
         try:
             self.worker_ids = worker_ids(self.config.process)
         except ConfigError as exc:
@@ -229,6 +228,9 @@ class Master:
             return 1
         for line in self.listeners.describe():
             logger.info("listening on %s", line)
+        if self.metrics_server is not None:
+            logger.info("metrics on http://%s/metrics", self.config.metrics.bind)
+        raise_nofile_limit()  # before forking: the workers inherit it
         preload()
         self._install_signals()
         self._write_pidfile()  # once it exists, signals are handled, not fatal
@@ -543,7 +545,6 @@ class Master:
         except BaseException:
             self._stop_metrics()
             raise
-        logger.info("metrics on http://%s/metrics", self.config.metrics.bind)
 
     def _stop_metrics(self) -> None:
         if self.metrics_server is not None:
