@@ -534,12 +534,6 @@ def test_ws_endless_fragmented_message_is_closed_with_1009(start_server: StartSe
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="each fragment is kept as its own bytes object (WebSocketSession.fragments), "
-    "so 1-byte fragments cost ~70 bytes of memory each: --ws-max-size bounds the "
-    "payload, not the memory (and empty fragments are never bounded at all)",
-)
 def test_ws_message_of_tiny_fragments_stays_within_its_max_size(start_server: StartServer):
     max_size = 512 * 1024
     server = start_server("hostile:app", *("--workers", "1"), *("--ws-max-size", str(max_size)))
@@ -601,16 +595,12 @@ def test_ws_peer_that_stops_reading(start_server: StartServer, mechanism: str):
 # A reset that the worker only learns of from a write: while reading is paused (a
 # pipelined request waits; the WebSocket inbox holds --ws-max-queue messages) the
 # reset goes unnoticed until the app sends. The same happens, by chance, when a
-# reset lands while the app writes without pausing (rst_in_stream, about a third
-# of the time on an idle machine: the access log then counts all 50 MiB as sent).
-RESET_BUG = (
-    "after a write fails with ECONNRESET, uvloop closes the transport and drops further "
-    "writes without pausing; connection_lost() is only scheduled, so send() neither "
-    "awaits nor raises and an app that keeps sending spins the worker's loop forever"
-)
+# reset lands while the app writes without pausing (rst_in_stream). uvloop then
+# closes the transport and drops further writes without a word, and schedules
+# connection_lost() for later: send() must raise, or an app sending in a loop
+# would spin the worker's loop forever.
 
 
-@pytest.mark.xfail(strict=True, reason=RESET_BUG + " (Cycle.send)")
 def test_reset_seen_only_by_a_write_does_not_block_the_worker(start_server: StartServer):
     server = start_server("hostile:app", "--workers", "1", "--timeout", "3")
     worker = worker_process(server)
@@ -628,7 +618,6 @@ def test_reset_seen_only_by_a_write_does_not_block_the_worker(start_server: Star
     assert_recovered(server, worker, baseline)
 
 
-@pytest.mark.xfail(strict=True, reason=RESET_BUG + " (WebSocketSession.send)")
 def test_ws_reset_seen_only_by_a_write_does_not_block_the_worker(start_server: StartServer):
     server = start_server("hostile:app", "--workers", "1", "--timeout", "3", "--ws-max-queue", "1")
     worker = worker_process(server)
@@ -648,22 +637,6 @@ def test_ws_reset_seen_only_by_a_write_does_not_block_the_worker(start_server: S
 
 HANDSHAKE_TIMEOUT = 2.0  # --timeout-request-header, which bounds the TLS handshake too
 STALLED = 50  # connections of each kind
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def tls_files(ca: trustme.CA, tmp_path: Path) -> tuple[Path, Path]:
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
-    cert.cert_chain_pems[0].write_to_path(certfile)
-    for pem in cert.cert_chain_pems[1:]:
-        pem.write_to_path(certfile, append=True)
-    cert.private_key_pem.write_to_path(keyfile)
-    return certfile, keyfile
 
 
 def client_hello() -> bytes:

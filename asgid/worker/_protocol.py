@@ -734,6 +734,12 @@ class Cycle:
                 await conn.drain()
                 if self.disconnected:
                     raise ClientDisconnected("the client disconnected")
+            elif conn.transport.is_closing():
+                # The write found the peer gone (a reset noticed while reading
+                # was paused): the transport now drops writes without a word,
+                # and connection_lost() comes only once the app yields.
+                self.disconnect()
+                raise ClientDisconnected("the client disconnected")
         elif kind == "http.response.start":
             response.start(message)
             if self.expect_continue:
@@ -788,6 +794,8 @@ class Cycle:
             size -= len(chunk)
             if conn.write_paused:
                 await conn.drain()
+            if conn.transport.is_closing():
+                self.disconnect()
             if self.disconnected:
                 raise ClientDisconnected("the client disconnected")
 

@@ -99,7 +99,10 @@ class WebSocketSession:
         self.http_response: Response | None = None
         self.subprotocol: str | None = None
         self.text_decoder: Any = None
-        self.fragments: list[bytes] = []
+        # One buffer, not a list of frames: a message of many tiny fragments
+        # must cost its size in memory (max_size), not an object per frame.
+        self.fragments = bytearray()
+        self.fragmented = False  # a message's first frame had FIN clear
         self.fragment_opcode: Opcode | None = None
         self.read_paused = False
         self.last_activity = conn.state.now
@@ -172,18 +175,20 @@ class WebSocketSession:
                 self.text_decoder = codecs.getincrementaldecoder("utf-8")()
         is_text = self.fragment_opcode is Opcode.TEXT
         if not fin:
-            self.fragments.append(data)
-            if is_text and not self._check_utf8(data, final=False):
-                return
+            self.fragments += data
+            self.fragmented = True
+            if is_text:
+                self._check_utf8(data, final=False)
             return
-        if self.fragments:
-            self.fragments.append(data)
-            payload = b"".join(self.fragments)
-            self.fragments = []
+        if self.fragmented:
+            self.fragments += data
+            payload = bytes(self.fragments)
+            self.fragments = bytearray()
+            self.fragmented = False
             if is_text and not self._check_utf8(data, final=True):
                 return
         else:
-            payload = bytes(data)
+            payload = data
         if is_text:
             try:
                 text = payload.decode("utf-8")
@@ -209,7 +214,8 @@ class WebSocketSession:
         return True
 
     def _fail_utf8(self, exc: UnicodeDecodeError) -> None:
-        self.fragments = []
+        self.fragments = bytearray()
+        self.fragmented = False
         self.protocol.fail(1007, f"invalid UTF-8: {exc.reason}")
         self._failed()
 
@@ -373,6 +379,11 @@ class WebSocketSession:
         if kind == "websocket.send":
             if not self.accepted:
                 raise InvalidMessage("websocket.send before websocket.accept")
+            if self.conn.transport.is_closing() and self.disconnect is None:
+                # A reset noticed on write: the transport drops writes without
+                # a word from now on, and connection_lost() waits for the app
+                # to yield; an app sending in a loop would spin.
+                self.lost()
             if self.closed or protocol.state is not State.OPEN:
                 raise WebSocketDisconnected("the WebSocket is closed")
             text = message.get("text")
