@@ -129,9 +129,22 @@ def reopen_files() -> None:
     for logger in loggers:
         for handler in getattr(logger, "handlers", ()):
             if isinstance(handler, logging.FileHandler):
+                try:
+                    stream = handler._open()
+                except OSError as exc:
+                    # A worker running as [process].user may not open a file the
+                    # rotation created for root: keep writing to the old one.
+                    logging.getLogger("asgid.error").warning(
+                        "cannot reopen log file %s (%s); still writing to the old file",
+                        handler.baseFilename,
+                        exc,
+                    )
+                    continue
                 handler.acquire()
                 try:
-                    handler.close()
-                    handler.stream = handler._open()
+                    old = handler.stream
+                    handler.stream = stream
+                    if old is not None:
+                        old.close()
                 finally:
                     handler.release()

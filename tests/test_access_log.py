@@ -8,6 +8,7 @@ serving ``tests/apps/basic.py``; log lines are read from the server's output
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -21,6 +22,7 @@ import psutil
 import pytest
 from conftest import ROOT, Server, StartServer, base_env, wait_until
 
+from asgid import _logging
 from asgid.worker._access import FIELDS
 
 APP = "basic:app"
@@ -225,3 +227,26 @@ def test_sigusr1_reopens_log_files(start_server: StartServer, tmp_path: Path) ->
     server.signal(signal.SIGTERM)
     assert server.wait(15) == 0
     assert "graceful shutdown" in log.read_text()
+
+
+def test_reopen_keeps_the_old_file_when_the_new_one_cannot_be_opened(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A worker running as [process].user cannot open a file logrotate made for
+    # root; here the new path is a directory, which fails even for root.
+    path = tmp_path / "app.log"
+    handler = logging.FileHandler(path)
+    logger = logging.getLogger("asgid.test-reopen")
+    logger.addHandler(handler)
+    try:
+        path.rename(tmp_path / "app.log.1")
+        path.mkdir()
+        with caplog.at_level(logging.WARNING, logger="asgid.error"):
+            _logging.reopen_files()
+        assert "cannot reopen log file" in caplog.text
+        logger.warning("still logged")
+        handler.flush()
+        assert "still logged" in (tmp_path / "app.log.1").read_text()
+    finally:
+        logger.removeHandler(handler)
+        handler.close()
