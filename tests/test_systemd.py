@@ -321,7 +321,13 @@ def test_socket_activation_serves_on_the_inherited_socket(
     proc, port, log = activated
     # Connections queue on the inherited socket until a worker accepts them.
     wait_until(lambda: len(_workers(proc.pid)) == 2, 15)
-    pids = {_pid(port) for _ in range(100)}
+    pids: set[int] = set()
+
+    def both_serve() -> bool:  # a worker still booting accepts nothing yet
+        pids.add(_pid(port))
+        return pids == _workers(proc.pid)
+
+    wait_until(both_serve, 15, interval=0.01)
     assert pids == _workers(proc.pid), log.read_text()
     output = log.read_text()
     assert f"listening on 127.0.0.1:{port}" in output
