@@ -59,45 +59,11 @@ class KnownBug(NamedTuple):
     description: str
 
 
-# Failures found by fuzzing and not fixed yet. The CI test ignores them and
-# tests/test_fuzz.py keeps a strict xfail repro of each: remove the entry with the fix.
-KNOWN_BUGS: tuple[KnownBug, ...] = (
-    KnownBug(
-        "body sent in a response to HEAD",
-        "",
-        "error responses (400, 500, 503, ...) to a HEAD request carry a body",
-    ),
-    KnownBug(
-        "response after a connection: close response",
-        "",
-        "a pending error is sent after a response that already said connection: close",
-    ),
-    KnownBug(
-        "error response answers the wrong request",
-        "",
-        "a parse error after pipelined requests is answered before (instead of) them",
-    ),
-    KnownBug(
-        "write after close()",
-        "closed by _prepare_websocket()",
-        "a refused WebSocket handshake closes the transport, but httptools goes on parsing",
-    ),
-    KnownBug(
-        "write after close()",
-        "closed by flush()",
-        "a WebSocket app's denial response is written after the protocol closed the transport",
-    ),
-    KnownBug(
-        "write after connection_lost",
-        "WebSocketSession.run",
-        "a WebSocket reset by its client: run() sends a close frame on the lost transport",
-    ),
-    KnownBug(
-        "internal error while parsing a request",
-        "not enough values to unpack",
-        "a WebSocket head that the websockets parser refuses (a body, a long line): 500",
-    ),
-)
+# Failures found by fuzzing and not fixed yet: the CI test ignores them, and
+# tests/test_fuzz.py should keep a strict xfail repro of each; remove the entry
+# with the fix. The first long runs found seven; their repros are regression
+# tests in tests/test_fuzz.py now.
+KNOWN_BUGS: tuple[KnownBug, ...] = ()
 
 
 def is_known(problem: Problem) -> bool:

@@ -174,12 +174,16 @@ class HttpProtocol(asyncio.Protocol):
             self._upgraded(data[exc.args[0] :] if exc.args else b"")
         except httptools.HttpParserCallbackError as exc:
             error = exc.__context__
+            if isinstance(error, _Answered):
+                return  # the connection is closing with its answer: read no further
             if isinstance(error, BadRequest):
                 self.fail(error.status, error.reason)
             else:  # pragma: no cover - a bug in asgid, not in the request
                 logger.exception("error while parsing a request", exc_info=error)
                 self.fail(500, "Internal Server Error")
         except httptools.HttpParserInvalidMethodError:
+            if self._after_last_request():
+                return
             self.fail(400, "invalid method")
         except httptools.HttpParserError as exc:
             if self._after_last_request():
@@ -306,6 +310,8 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive=keep_alive,
             trailers_allowed=head.trailers,
         )
+        if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
+            raise BadRequest("too many requests in progress (limit_concurrency)", status=503)
         cycle = Cycle(self, scope, response, head.expect_continue)
         self.cycle = cycle
         self.body_received = 0
@@ -314,9 +320,7 @@ class HttpProtocol(asyncio.Protocol):
         # A request without one completes right away and clears the deadline.
         if not head.expect_continue:
             self.body_deadline = self.loop.time() + state.timeout_request_body
-        if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
-            cycle.reject()
-        elif self.active is None:
+        if self.active is None:
             self.active = cycle
             cycle.start()
         else:
@@ -338,7 +342,7 @@ class HttpProtocol(asyncio.Protocol):
             self.closing = True
             self.transport.write(error)
             self.transport.close()
-            return
+            raise _Answered  # httptools would go on parsing what follows in this read
         scheme = "wss" if self.scheme == "https" else "ws"
         if state.proxies is not None:
             client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
@@ -417,35 +421,58 @@ class HttpProtocol(asyncio.Protocol):
         state = self.state
         if state.timed:
             cycle.record()
-        if self.pending_error:
-            self.close_with(self.pending_error)
+        if not cycle.response.keep_alive or cycle.expect_continue:
+            self.transport.close()  # what was said: nothing more on this connection
             return
-        if not cycle.response.keep_alive or cycle.expect_continue or self.closing:
-            self.transport.close()
-            return
-        if self.pipeline:
+        if self.pipeline:  # requests that came before any error are answered first
             self.active = self.pipeline.popleft()
             self.active.start()
+        elif self.pending_error:
+            self.close_with(self.pending_error)
+            return
+        elif self.closing:
+            self.transport.close()
+            return
         else:
             self.deadline = self.loop.time() + state.timeout_keep_alive
         self.resume_reading()
 
     def fail(self, status: int, reason: str) -> None:
-        """Answer a malformed request with ``status`` and close the connection."""
+        """Answer a malformed request with ``status`` and close the connection.
+
+        Requests queued before it are answered first; nothing after it is
+        read. A request whose response has begun gets no error: it would
+        read as the answer to the next one; the connection just ends.
+        """
         self.closing = True
         self._pause_reading()
+        logger.debug("%s from %s: %s", status, format_client(self.client), reason)
         cycle = self.cycle
-        if cycle is not None:
+        if cycle is None:
+            head = self._method() == b"HEAD"
+        else:
             cycle.disconnect()  # its body will never arrive in full
             if cycle.task is not None and cycle not in self.state.cycles:
                 cycle.task.cancel()  # the app has not run yet: it never sees this request
-        data = self.state.error_response(status, reason)
-        logger.debug("%s from %s: %s", status, format_client(self.client), reason)
-        if self.active is None or (self.active is cycle and not cycle.response.started):
+            if cycle in self.pipeline:
+                self.pipeline.remove(cycle)  # the error is its answer
+            if cycle.response.started:
+                if self.active is None:  # answered in full already
+                    self.close_with(b"")
+                return  # else response_complete() closes, as self.closing says
+            head = cycle.scope["method"] == "HEAD"
+        data = self.state.error_response(status, reason, head=head)
+        if self.active is None or self.active is cycle:
             self.active = None
             self.close_with(data)
         else:
-            self.pending_error = data
+            self.pending_error = data  # sent by response_complete() once its turn comes
+
+    def _method(self) -> bytes:
+        try:
+            return bytes(self.parser.get_method())
+        except httptools.HttpParserError:
+            return b""  # the request line did not get that far
 
     def close_with(self, data: bytes) -> None:
         """Send a final error response, then close without resetting it away.
@@ -596,17 +623,6 @@ class Cycle:
             self.start_time = time.perf_counter()
         self.task = conn.state.new_task(self.run())
 
-    def reject(self) -> None:
-        """Over ``limit_concurrency``: answer 503 without calling the app."""
-        conn = self.conn
-        self.finished = True
-        conn.closing = True
-        error = conn.state.error_response(503, "Service Unavailable")
-        if conn.active is None:
-            conn.close_with(error)
-        else:
-            conn.pending_error = error
-
     def wake(self) -> None:
         waiter = self.waiter
         if waiter is not None and not waiter.done():
@@ -667,7 +683,11 @@ class Cycle:
         self.finished = True
         self.response.status = status
         if conn.active is self:
-            conn.transport.write(conn.state.error_response(status, "Internal Server Error"))
+            conn.transport.write(
+                conn.state.error_response(
+                    status, "Internal Server Error", head=self.scope["method"] == "HEAD"
+                )
+            )
             conn.active = None
             if conn.state.timed:
                 self.record()
@@ -808,6 +828,10 @@ class Cycle:
             state.stats.record(self.scope["method"], response.status, duration, response.body_bytes)
         if state.access_log:
             state.access_log.log(self.scope, response.status, response.body_bytes, duration)
+
+
+class _Answered(Exception):
+    """Raised from a parser callback once the connection's answer is written."""
 
 
 def _too_large(limit: int) -> str:

@@ -72,8 +72,11 @@ class ServerState:
         self.requests = 0  # requests finished by this worker
         self.in_progress = 0
 
-    def error_response(self, status: int, reason: str) -> bytes:
-        """A complete plain-text response that closes the connection."""
+    def error_response(self, status: int, reason: str, *, head: bool = False) -> bytes:
+        """A complete plain-text response that closes the connection.
+
+        ``head``: the request was HEAD, so the body is left out (its length stays).
+        """
         body = f"{STATUS_LINES[status][13:-2].decode()}: {reason}\n".encode("utf-8", "replace")
         return b"".join(
             (
@@ -81,6 +84,6 @@ class ServerState:
                 self.defaults.suffix,
                 b"content-type: text/plain; charset=utf-8\r\n",
                 b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body),
-                body,
+                b"" if head else body,
             )
         )

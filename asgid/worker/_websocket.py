@@ -22,7 +22,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from ._h1 import InvalidMessage, Response
+from ._h1 import BadRequest, InvalidMessage, Response
 from ._transport import reset
 from ._types import Message
 
@@ -47,26 +47,38 @@ class WebSocketDisconnected(OSError):
 def handshake_error(headers: list[tuple[bytes, bytes]], target: bytes) -> bytes | None:
     """An HTTP error response for an invalid opening handshake, else None."""
     probe = ServerProtocol()
-    response = probe.accept(_replay(probe, headers, target))
+    request = _replay(probe, headers, target)
+    if request is None:
+        # The library's parser refused the head (a body, an over-long line):
+        # send its own answer (414, 431), or a plain 400 where it has none.
+        answer = b"".join(probe.data_to_send())
+        if answer.startswith(b"HTTP/1.1 "):
+            return answer
+        raise BadRequest("invalid WebSocket opening handshake")
+    response = probe.accept(request)
     if response.status_code == 101:
         return None
     probe.send_response(response)
     return b"".join(probe.data_to_send())
 
 
-def _replay(protocol: ServerProtocol, headers: list[tuple[bytes, bytes]], target: bytes) -> Request:
+def _replay(
+    protocol: ServerProtocol, headers: list[tuple[bytes, bytes]], target: bytes
+) -> Request | None:
     """Hand the request head httptools already parsed to the protocol.
 
     The protocol's own parser starts by reading the opening handshake, so it
     gets the same head, rebuilt; the frames that follow then parse as frames.
+    None when the library refuses a head httptools accepted.
     """
     lines = [b"GET " + target + b" HTTP/1.1\r\n"]
     lines += [name + b": " + value + b"\r\n" for name, value in headers]
     lines.append(b"\r\n")
     protocol.receive_data(b"".join(lines))
-    (request,) = protocol.events_received()
-    assert isinstance(request, Request)
-    return request
+    events = protocol.events_received()
+    if len(events) != 1 or not isinstance(events[0], Request):
+        return None
+    return events[0]
 
 
 class WebSocketSession:
@@ -89,7 +101,9 @@ class WebSocketSession:
         )
         query = scope["query_string"]
         target = scope["raw_path"] + (b"?" + query if query else b"")
-        self.request = _replay(self.protocol, scope["headers"], target)
+        request = _replay(self.protocol, scope["headers"], target)
+        assert request is not None  # handshake_error() accepted this head
+        self.request = request
         self.inbox: deque[Message] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.connect_sent = False
@@ -234,7 +248,10 @@ class WebSocketSession:
 
     def flush(self) -> None:
         transport = self.conn.transport
-        for chunk in self.protocol.data_to_send():
+        chunks = self.protocol.data_to_send()
+        if transport.is_closing():
+            return  # the peer is gone (or the close is done): nothing more goes out
+        for chunk in chunks:
             if chunk:
                 transport.write(chunk)
             else:
@@ -422,6 +439,8 @@ class WebSocketSession:
         elif kind == "websocket.http.response.start":
             if self.accepted or self.http_response is not None:
                 raise InvalidMessage("websocket.http.response.start sent out of order")
+            if self.closed or self.conn.transport.is_closing():
+                raise WebSocketDisconnected("the client is gone")
             self.http_response = Response(
                 self.conn.state.defaults, method=b"GET", version="1.1", keep_alive=False
             )
@@ -430,6 +449,8 @@ class WebSocketSession:
             response_ = self.http_response
             if response_ is None:
                 raise InvalidMessage("websocket.http.response.body before its start")
+            if self.closed or self.conn.transport.is_closing():
+                raise WebSocketDisconnected("the client is gone")
             data = response_.body(message.get("body", b""), message.get("more_body", False))
             if data:
                 self.conn.transport.write(data)
