@@ -282,6 +282,8 @@ class HttpProtocol(asyncio.Protocol):
                 self._prepare_websocket(version, path, raw_path, query, client)
                 return
             keep_alive = False  # other upgrades are served as plain HTTP, then closed
+        if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
+            raise BadRequest("too many requests in progress (limit_concurrency)", status=503)
         if state.proxies is not None:
             client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
         extensions: dict[str, Any] = {"http.response.pathsend": {}}
@@ -310,8 +312,6 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive=keep_alive,
             trailers_allowed=head.trailers,
         )
-        if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
-            raise BadRequest("too many requests in progress (limit_concurrency)", status=503)
         cycle = Cycle(self, scope, response, head.expect_continue)
         self.cycle = cycle
         self.body_received = 0
@@ -683,15 +683,11 @@ class Cycle:
         self.finished = True
         self.response.status = status
         if conn.active is self:
-            conn.transport.write(
-                conn.state.error_response(
-                    status, "Internal Server Error", head=self.scope["method"] == "HEAD"
-                )
-            )
             conn.active = None
             if conn.state.timed:
                 self.record()
-            conn.transport.close()
+            head = self.scope["method"] == "HEAD"
+            conn.close_with(conn.state.error_response(status, "Internal Server Error", head=head))
 
     def _abort(self) -> None:
         self.finished = True
