@@ -375,3 +375,38 @@ def raw_request(server: Server, data: bytes, *, timeout: float = 5.0) -> RawResp
     with RawConnection((server.host, server.port), timeout=timeout) as conn:
         conn.send(data)
         return conn.read_response()
+
+
+# -- the conformance scripts in scripts/ ------------------------------------------
+
+
+def run_suite_script(name: str, *args: str, timeout: float) -> str:
+    """Run ``scripts/<name>`` in its own process group; return its output.
+
+    Skips the test with the script's reason when it prints ``<name>: SKIP:``
+    (its tool is missing), and fails it when the script fails or overruns.
+    """
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / name), *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGTERM)  # the script stops what it started
+        try:
+            output, _ = proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            output, _ = proc.communicate(timeout=10)
+        pytest.fail(f"scripts/{name} did not finish in {timeout:g}s:\n{output}")
+    for line in output.splitlines():
+        if line.startswith(f"{name}: SKIP: "):
+            pytest.skip(line.removeprefix(f"{name}: SKIP: "))
+    assert proc.returncode == 0, output  # 1: a check failed; 2: the run itself broke
+    print(output)  # the script's summary, shown with -rP or -s
+    return output

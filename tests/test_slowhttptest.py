@@ -9,41 +9,13 @@ installed the script says SKIP and so does this test.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-
-SCRIPT = ROOT / "scripts" / "slowhttptest"
+from conftest import run_suite_script
 
 
 @pytest.mark.timeout(150)
 def test_slow_clients_are_closed_and_service_stays_available(tmp_path: Path) -> None:
-    proc = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--report", str(tmp_path / "report")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        output, _ = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)  # the script stops the server and tool it started
-        try:
-            output, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            output, _ = proc.communicate(timeout=10)
-        pytest.fail(f"scripts/slowhttptest did not finish in 120s:\n{output}")
-    for line in output.splitlines():
-        if line.startswith("slowhttptest: SKIP: "):
-            pytest.skip(line.removeprefix("slowhttptest: SKIP: "))
-    assert proc.returncode == 0, output  # 1: an attack failed; 2: the run itself broke
+    output = run_suite_script("slowhttptest", "--report", str(tmp_path / "report"), timeout=120)
     assert "3 attacks in " in output, output
-    print(output)  # one line per attack, shown with -rP or -s
