@@ -241,6 +241,25 @@ def test_request_in_transit_when_draining_starts_is_served(start_server):
     assert server.wait(10) == 0
 
 
+def test_pipelined_requests_when_draining_starts_are_all_served(start_server):
+    server = start_server("httpapp:app")
+    with connect(server, timeout=10) as conn:
+        conn.send(
+            b"GET /sleep?s=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /second HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /third HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        wait_until(lambda: "CALL GET /sleep" in server.output(), timeout=5)
+        server.signal(signal.SIGTERM)
+        responses = [conn.read_response() for _ in range(3)]
+        assert [r.status for r in responses] == [200, 200, 200]
+        assert [r.header("connection") for r in responses] == [None, None, "close"]
+        assert conn.is_closed_by_server()
+    assert server.wait(10) == 0
+    output = server.output()
+    assert output.index("CALL GET /second") < output.index("CALL GET /third")
+
+
 def test_fresh_connection_when_draining_starts_is_served(start_server):
     server = start_server("httpapp:app")
     assert httpx.get(server.url + "/").status_code == 200

@@ -527,9 +527,11 @@ class HttpProtocol(asyncio.Protocol):
         if self.ws is not None:
             self.ws.shutdown(CLOSE_SERVICE_RESTART if restart else CLOSE_GOING_AWAY)
             return
-        for cycle in (self.active, *self.pipeline):
-            if cycle is not None and not cycle.response.started:
-                cycle.response.keep_alive = False
+        # Requests already read are served, in order; the last one's response
+        # says connection: close (one already started ends by closing anyway).
+        last = self.pipeline[-1] if self.pipeline else self.active
+        if last is not None and not last.response.started:
+            last.response.keep_alive = False
 
     def check_deadline(self, now: float) -> None:
         """The tick: close this connection if a client has kept it waiting too long."""
