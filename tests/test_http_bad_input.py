@@ -172,6 +172,27 @@ def test_bad_pipelined_request_after_a_good_one(server, request_bytes):
     assert calls(server)[before:] == ["CALL GET /", "CALL GET /after-pipelined"]
 
 
+def test_bad_request_after_a_head_request_keeps_its_body(server):
+    # The parser still holds HEAD from the request before; the 400 answers a
+    # request whose method was never read, so it has a body.
+    with RawConnection((server.host, server.port)) as conn:
+        conn.send(b"HEAD / HTTP/1.1\r\n" + H + b"\r\n\x01BAD / HTTP/1.1\r\n\r\n")
+        assert conn.read_response(head_request=True).status == 200
+        error = conn.read_response()
+        assert error.status == 400
+        assert error.body.startswith(b"Bad Request")
+        assert conn.is_closed_by_server()
+
+
+def test_error_response_to_head_has_no_body(server):
+    with RawConnection((server.host, server.port)) as conn:
+        conn.send(b"HEAD / HTTP/1.1\r\n\r\n")  # no Host: 400
+        error = conn.read_response(head_request=True)
+        assert error.status == 400
+        assert int(error.header("content-length") or 0) > 0
+        assert conn.read_until_closed() == b""
+
+
 def test_bad_chunk_after_a_body_the_app_is_reading(server):
     # The app already runs when the body turns out malformed: it sees a disconnect.
     before = len(calls(server))

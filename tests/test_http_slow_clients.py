@@ -259,3 +259,34 @@ def test_a_client_that_reads_slowly_is_not_dropped(slow):
             time.sleep(0.02)
     assert received >= total
     assert "it read nothing for" not in slow.output()
+
+
+# -- bodies the app did not read ---------------------------------------------------------------
+
+
+def test_keep_alive_timeout_waits_for_an_unread_body_to_end(start_server):
+    # The app answers at once without reading; the body takes several
+    # keep-alive timeouts to arrive: the connection is not idle meanwhile.
+    server = start_server("httpapp:app", "--timeout-keep-alive", "1")
+    parts = 5
+    with RawConnection((server.host, server.port), timeout=10) as conn:
+        conn.send(b"POST /no-read HTTP/1.1\r\n" + H + b"Content-Length: %d\r\n\r\n" % parts)
+        assert conn.read_response().status == 200
+        for _ in range(parts):
+            time.sleep(0.5)
+            conn.send(b"x")
+        conn.send(b"GET /after HTTP/1.1\r\n" + H + b"\r\n")
+        assert conn.read_response().status == 200
+
+
+def test_an_unread_upload_on_a_closing_connection_is_not_reset(start_server):
+    # Connection: close and an app that answers without reading: asgid closes
+    # after the answer, but gently, so httpx (which uploads everything before
+    # it reads) gets the 200 rather than a reset.
+    server = start_server("httpapp:app")
+    body = b"u" * (8 * 1024 * 1024)
+    for _ in range(3):
+        response = httpx.post(
+            server.url + "/no-read", content=body, headers={"connection": "close"}, timeout=10
+        )
+        assert response.status_code == 200

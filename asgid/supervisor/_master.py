@@ -202,6 +202,7 @@ class Master:
         self._owns_metrics_dir = False
         self.metrics_server: _metrics.MetricsServer | None = None
         self.worker_ids = (-1, -1)  # (uid, gid) of [process].user/group; -1: the master's
+        self.previous_worker_ids = self.worker_ids  # restored when a reload fails
 
     # -- running ------------------------------------------------------------------
 
@@ -341,12 +342,8 @@ class Master:
             self.notifier.ready(self.core.status())
             return
         self.previous_config, self.config = self.config, config
-        if ids != self.worker_ids and self.metrics_dir:
-            try:
-                _metrics.give_to_workers(self.metrics_dir, self._owns_metrics_dir, ids)
-            except OSError as exc:
-                logger.error("cannot give the metrics directory to the new user: %s", exc)
-        self.worker_ids = ids
+        self.previous_worker_ids = self.worker_ids
+        self._set_worker_ids(ids)
         self.core.timeouts = timeouts(config)
         with contextlib.suppress(ConfigError):
             _logging.configure(config.logging)
@@ -446,8 +443,9 @@ class Master:
                 self.metrics.restarted(action.reason)
             elif isinstance(action, _core.ReloadDone):
                 self.metrics.reloaded(action.success)
-                if not action.success:
+                if not action.success:  # the previous workers go on serving
                     self.config = self.previous_config
+                    self._set_worker_ids(self.previous_worker_ids)
             elif isinstance(action, _core.Exit):
                 if action.message:
                     print(f"asgid: error: {action.message}", file=sys.stderr, flush=True)
@@ -534,6 +532,15 @@ class Master:
             with contextlib.suppress(KeyError, ValueError):
                 self.selector.unregister(channel)
             channel.close()
+
+    def _set_worker_ids(self, ids: tuple[int, int]) -> None:
+        """Workers from now on run as ``ids``: hand them the metrics directory."""
+        if ids != self.worker_ids and self.metrics_dir:
+            try:
+                _metrics.give_to_workers(self.metrics_dir, self._owns_metrics_dir, ids)
+            except OSError as exc:
+                logger.error("cannot give the metrics directory to the workers' user: %s", exc)
+        self.worker_ids = ids
 
     def _start_metrics(self) -> None:
         self.metrics_dir, self._owns_metrics_dir = _metrics.setup_multiproc_dir(self.worker_ids)

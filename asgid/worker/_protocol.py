@@ -66,6 +66,7 @@ class HttpProtocol(asyncio.Protocol):
         "headers",
         "lingering",
         "loop",
+        "method",
         "parser",
         "pending_error",
         "pipeline",
@@ -92,6 +93,7 @@ class HttpProtocol(asyncio.Protocol):
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
         self.url = b""
+        self.method = b""  # of the request being parsed; b"" until its request line is read
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
         self.head_bytes = _NO_HEAD
@@ -231,12 +233,15 @@ class HttpProtocol(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self.url = b""
+        self.method = b""
         self.headers = []
         self.head_size = 0
         self.head_bytes = _HEAD_BEGUN
         self.deadline = self.loop.time() + self.state.timeout_request_header
 
     def on_url(self, url: bytes) -> None:
+        if not self.url:
+            self.method = self.parser.get_method()
         self.url += url
         if len(self.url) > self.state.max_request_line:
             raise BadRequest("request-target too long", status=414)
@@ -263,7 +268,7 @@ class HttpProtocol(asyncio.Protocol):
         limit = state.max_body_size
         if limit and head.content_length and int(head.content_length) > limit:
             raise BadRequest(_too_large(limit), status=413)
-        method = parser.get_method()
+        method = self.method
         raw_path, query = split_target(method, self.url)
         self.deadline = 0.0
         if b"%" in raw_path:
@@ -339,9 +344,7 @@ class HttpProtocol(asyncio.Protocol):
         headers = self.headers
         error = handshake_error(headers, self.url)
         if error is not None:
-            self.closing = True
-            self.transport.write(error)
-            self.transport.close()
+            self.close_with(error)
             raise _Answered  # httptools would go on parsing what follows in this read
         scheme = "wss" if self.scheme == "https" else "ws"
         if state.proxies is not None:
@@ -394,6 +397,9 @@ class HttpProtocol(asyncio.Protocol):
             self.cycle = None
             cycle.more_body = False
             cycle.wake()
+            if self.active is None and not self.pipeline:
+                # Answered before its body was read: idle from now on.
+                self.deadline = self.loop.time() + self.state.timeout_keep_alive
         if not self.parser.should_keep_alive():
             self.closing = True  # no further request is read (RFC 9112 9.6)
 
@@ -422,7 +428,12 @@ class HttpProtocol(asyncio.Protocol):
         if state.timed:
             cycle.record()
         if not cycle.response.keep_alive or cycle.expect_continue:
-            self.transport.close()  # what was said: nothing more on this connection
+            # What was said: nothing more on this connection. A body the app
+            # did not read may still be arriving: do not reset the answer away.
+            if self.cycle is not None:
+                self.close_with(b"")
+            else:
+                self.transport.close()
             return
         if self.pipeline:  # requests that came before any error are answered first
             self.active = self.pipeline.popleft()
@@ -433,7 +444,7 @@ class HttpProtocol(asyncio.Protocol):
         elif self.closing:
             self.transport.close()
             return
-        else:
+        elif self.cycle is None:  # idle from now on; else when the unread body ends
             self.deadline = self.loop.time() + state.timeout_keep_alive
         self.resume_reading()
 
@@ -449,7 +460,7 @@ class HttpProtocol(asyncio.Protocol):
         logger.debug("%s from %s: %s", status, format_client(self.client), reason)
         cycle = self.cycle
         if cycle is None:
-            head = self._method() == b"HEAD"
+            head = self.method == b"HEAD"
         else:
             cycle.disconnect()  # its body will never arrive in full
             if cycle.task is not None and cycle not in self.state.cycles:
@@ -459,7 +470,9 @@ class HttpProtocol(asyncio.Protocol):
             if cycle.response.started:
                 if self.active is None:  # answered in full already
                     self.close_with(b"")
-                return  # else response_complete() closes, as self.closing says
+                # Else the app's next send() raises ClientDisconnected and the
+                # connection closes: the response is cut short.
+                return
             head = cycle.scope["method"] == "HEAD"
         data = self.state.error_response(status, reason, head=head)
         if self.active is None or self.active is cycle:
@@ -467,12 +480,6 @@ class HttpProtocol(asyncio.Protocol):
             self.close_with(data)
         else:
             self.pending_error = data  # sent by response_complete() once its turn comes
-
-    def _method(self) -> bytes:
-        try:
-            return bytes(self.parser.get_method())
-        except httptools.HttpParserError:
-            return b""  # the request line did not get that far
 
     def close_with(self, data: bytes) -> None:
         """Send a final error response, then close without resetting it away.
@@ -548,11 +555,11 @@ class HttpProtocol(asyncio.Protocol):
         # asyncio tells when the buffer crosses its water marks, not when the
         # client reads a little: progress is the buffer shrinking between ticks.
         backlog = self.transport.get_write_buffer_size()
+        previous, self.write_backlog = self.write_backlog, backlog
         if not backlog:
             self.write_deadline = 0.0
-        elif not self.write_deadline or backlog < self.write_backlog:
+        elif not self.write_deadline or backlog < previous:
             self.write_deadline = now + self.state.timeout_write
-            self.write_backlog = backlog
         elif now >= self.write_deadline:
             logger.info(
                 "dropping the connection from %s: it read nothing for %gs (%d bytes unsent)",

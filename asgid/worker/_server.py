@@ -28,6 +28,10 @@ from ._types import ASGIApp
 logger = logging.getLogger("asgid.error")
 
 TICK_SECONDS = 1.0
+# A TLS close first flushes what is buffered, then trades close_notify with the
+# peer, reading and dropping what still arrives; past this the connection is
+# dropped (asyncio's default, 30 s, would let a refused upload hold it long).
+TLS_CLOSE_TIMEOUT = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,6 +111,7 @@ class Worker:
                 # The protocol (and its header timeout) starts after the TLS
                 # handshake: a handshake that never finishes has its own limit.
                 ssl_handshake_timeout=self.config.http.timeout_request_header if tls else None,
+                ssl_shutdown_timeout=TLS_CLOSE_TIMEOUT if tls else None,
             )
             self._servers.append(server)
             logger.info("listening on %s://%s", "https" if tls else "http", describe(sock))
