@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import trustme
 
@@ -216,6 +217,39 @@ def server_view(server: Server, request: pytest.FixtureRequest) -> Iterator[Serv
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:
         print(f"--- output of the shared asgid during this test ---\n{view.output()}")
+
+
+@pytest.fixture(scope="module")
+def shared_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
+) -> Iterator[Server]:
+    """One ``python -m asgid httpapp:app`` shared by a whole test module."""
+    log_dir = tmp_path_factory.mktemp(request.module.__name__)
+    with running_server(log_dir, "httpapp:app") as server:
+        yield server
+
+
+@pytest.fixture
+def server(shared_server: Server, request: pytest.FixtureRequest) -> Iterator[ServerView]:
+    """The module's shared server; output() shows this test's lines only."""
+    with server_view(shared_server, request) as view:
+        yield view
+
+
+def connect(server: Server | ServerView, timeout: float = 5.0) -> RawConnection:
+    return RawConnection((server.host, server.port), timeout=timeout)
+
+
+def only_worker(master_pid: int, timeout: float = 10.0) -> psutil.Process:
+    """The master's one worker process (``--workers 1``), once it has forked."""
+    found: list[psutil.Process] = []
+
+    def one_child() -> bool:
+        found[:] = psutil.Process(master_pid).children()
+        return len(found) == 1
+
+    wait_until(one_child, timeout)
+    return found[0]
 
 
 @pytest.hookimpl(wrapper=True, tryfirst=True)

@@ -20,7 +20,7 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-from conftest import ROOT, Server, StartServer, base_env, wait_until
+from conftest import ROOT, Server, StartServer, base_env, only_worker, wait_until
 
 from asgid import _logging
 from asgid.worker._access import FIELDS
@@ -29,11 +29,7 @@ APP = "basic:app"
 
 
 def worker_pid(server: Server) -> int:
-    def one() -> bool:
-        return len(psutil.Process(server.pid).children()) == 1
-
-    wait_until(one, 10)
-    return int(psutil.Process(server.pid).children()[0].pid)
+    return int(only_worker(server.pid).pid)
 
 
 def wait_for_lines(server: Server, pattern: str, count: int = 1) -> list[str]:

@@ -33,6 +33,7 @@ from conftest import (
     Server,
     ServerView,
     StartServer,
+    only_worker,
     running_server,
     server_view,
     wait_until,
@@ -51,16 +52,9 @@ Target = Server | ServerView  # a server of its own, or a test's view of a share
 
 def worker_process(server: Target) -> psutil.Process:
     """The master's only child (``--workers 1``), once it answers requests."""
-    master = psutil.Process(server.server.pid if isinstance(server, ServerView) else server.pid)
-    found: list[psutil.Process] = []
-
-    def one_child() -> bool:
-        found[:] = master.children()
-        return len(found) == 1
-
-    wait_until(one_child, timeout=10)
-    assert request_pid(server) == found[0].pid
-    return found[0]
+    worker = only_worker(server.server.pid if isinstance(server, ServerView) else server.pid)
+    assert request_pid(server) == worker.pid
+    return worker
 
 
 def fd_count(worker: psutil.Process) -> int:

@@ -8,27 +8,9 @@ import time
 
 import httpx
 import pytest
-from conftest import RawConnection, running_server, server_view, wait_until
+from conftest import connect, wait_until
 
 H = b"Host: x\r\n"
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("body")
-    with running_server(log_dir, "httpapp:app") as server:
-        yield server
-
-
-@pytest.fixture
-def server(shared, request):
-    """The module's shared server; output() shows this test's lines only."""
-    with server_view(shared, request) as view:
-        yield view
-
-
-def connect(server, timeout=5.0):
-    return RawConnection((server.host, server.port), timeout=timeout)
 
 
 def test_content_length_body(server):

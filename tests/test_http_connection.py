@@ -8,25 +8,14 @@ import time
 
 import httpx
 import pytest
-from conftest import RawConnection, running_server, server_view, wait_until
+from conftest import connect, only_worker, running_server, wait_until
 
 
 @pytest.fixture(scope="module")
-def shared(tmp_path_factory):
+def shared_server(tmp_path_factory):
     log_dir = tmp_path_factory.mktemp("connection")
     with running_server(log_dir, "httpapp:app", "--timeout-keep-alive", "5") as server:
         yield server
-
-
-@pytest.fixture
-def server(shared, request):
-    """The module's shared server; output() shows this test's lines only."""
-    with server_view(shared, request) as view:
-        yield view
-
-
-def connect(server, timeout=5.0):
-    return RawConnection((server.host, server.port), timeout=timeout)
 
 
 def test_keep_alive_reuses_the_connection(server):
@@ -202,11 +191,7 @@ def test_idle_connections_close_on_shutdown(start_server):
 
 
 def worker_process(server):
-    import psutil
-
-    wait_until(lambda: psutil.Process(server.pid).children(), timeout=10)
-    (worker,) = psutil.Process(server.pid).children()
-    return worker
+    return only_worker(server.pid)
 
 
 def has_accepted(worker, conn) -> bool:

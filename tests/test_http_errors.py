@@ -7,33 +7,15 @@ import time
 
 import httpx
 import pytest
-from conftest import RawConnection, raw_request, running_server, server_view, wait_until
+from conftest import connect, raw_request, wait_until
 
 H = b"Host: x\r\n"
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("errors")
-    with running_server(log_dir, "httpapp:app") as server:
-        yield server
-
-
-@pytest.fixture
-def server(shared, request):
-    """The module's shared server; output() shows this test's lines only."""
-    with server_view(shared, request) as view:
-        yield view
 
 
 @pytest.fixture
 def own_server(start_server):
     """A server of the test's own, for tests whose requests outlive them."""
     return start_server("httpapp:app")
-
-
-def connect(server, timeout=5.0):
-    return RawConnection((server.host, server.port), timeout=timeout)
 
 
 def error_lines(server) -> list[str]:

@@ -9,28 +9,10 @@ import time
 
 import httpx
 import pytest
-from conftest import RawConnection, raw_request, running_server, server_view, wait_until
+from conftest import RawConnection, connect, raw_request, wait_until
 
 H = b"Host: x\r\n"
 STREAM_BODY = b"".join(b"chunk%d\n" % i for i in range(5))
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("response")
-    with running_server(log_dir, "httpapp:app") as server:
-        yield server
-
-
-@pytest.fixture
-def server(shared, request):
-    """The module's shared server; output() shows this test's lines only."""
-    with server_view(shared, request) as view:
-        yield view
-
-
-def connect(server, timeout=5.0):
-    return RawConnection((server.host, server.port), timeout=timeout)
 
 
 def test_whole_body_has_content_length(server):

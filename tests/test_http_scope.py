@@ -6,20 +6,7 @@ import json
 
 import httpx
 import pytest
-from conftest import RawConnection, raw_request, running_server, server_view
-
-
-@pytest.fixture(scope="module")
-def shared(tmp_path_factory):
-    log_dir = tmp_path_factory.mktemp("scope")
-    with running_server(log_dir, "httpapp:app") as server:
-        yield server
-
-
-@pytest.fixture
-def server(shared, request):
-    with server_view(shared, request) as view:
-        yield view
+from conftest import RawConnection, raw_request
 
 
 def get_scope(server, request: bytes) -> dict:

@@ -13,9 +13,8 @@ import socket
 import time
 
 import httpx
-import psutil
 import pytest
-from conftest import RawConnection, running_server, server_view, wait_until
+from conftest import RawConnection, only_worker, running_server, server_view, wait_until
 
 BODY_TIMEOUT = 1.0
 WRITE_TIMEOUT = 1.5
@@ -45,15 +44,6 @@ def slow(slow_server, request):
 
 def calls(server, route: str) -> int:
     return server.output().count(f"CALL POST {route}") + server.output().count(f"CALL GET {route}")
-
-
-def worker_process(server) -> psutil.Process:
-    def only_worker() -> bool:
-        return len(psutil.Process(server.server.pid).children()) == 1
-
-    wait_until(only_worker, timeout=10)
-    (worker,) = psutil.Process(server.server.pid).children()
-    return worker
 
 
 def read_to_end(sock: socket.socket) -> int:
@@ -219,7 +209,7 @@ def test_expect_continue_over_the_limit_gets_413_instead_of_100(slow):
 
 
 def test_a_client_that_never_reads_is_dropped_and_memory_stays_flat(slow):
-    worker = worker_process(slow)
+    worker = only_worker(slow.server.pid)
     rss_before = worker.memory_info().rss
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
