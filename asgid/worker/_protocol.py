@@ -755,16 +755,8 @@ class Cycle:
                 self.finished = True
                 conn.response_complete(self)
                 self.wake()
-            elif conn.write_paused:
-                await conn.drain()
-                if self.disconnected:
-                    raise ClientDisconnected("the client disconnected")
-            elif conn.transport.is_closing():
-                # The write found the peer gone (a reset noticed while reading
-                # was paused): the transport now drops writes without a word,
-                # and connection_lost() comes only once the app yields.
-                self.disconnect()
-                raise ClientDisconnected("the client disconnected")
+            elif conn.write_paused or conn.transport.is_closing():
+                await self._after_write()
         elif kind == "http.response.start":
             response.start(message)
             if self.expect_continue:
@@ -817,12 +809,23 @@ class Cycle:
                 raise OSError(f"file {f.name!r} shrank while it was being sent")
             conn.transport.write(chunk)
             size -= len(chunk)
-            if conn.write_paused:
-                await conn.drain()
-            if conn.transport.is_closing():
-                self.disconnect()
-            if self.disconnected:
-                raise ClientDisconnected("the client disconnected")
+            await self._after_write()
+
+    async def _after_write(self) -> None:
+        """Wait while the transport is full; raise once the client is gone.
+
+        A write that found the peer gone (a reset noticed while reading was
+        paused) leaves the transport closing, dropping later writes without a
+        word, and connection_lost() comes only once the app yields: an app
+        sending in a loop would spin.
+        """
+        conn = self.conn
+        if conn.write_paused:
+            await conn.drain()
+        elif conn.transport.is_closing():
+            self.disconnect()
+        if self.disconnected:
+            raise ClientDisconnected("the client disconnected")
 
     def record(self) -> None:
         """The response is over: count it, and log it."""
