@@ -22,6 +22,7 @@ from asgid.supervisor._core import (
     SCALE,
     TRANSITIONS,
     Action,
+    Drain,
     Exit,
     Kill,
     Log,
@@ -30,6 +31,7 @@ from asgid.supervisor._core import (
     Restarted,
     Spawn,
     State,
+    StopListening,
     Supervisor,
     Timeouts,
     TransitionError,
@@ -38,17 +40,15 @@ from asgid.supervisor._core import (
 
 TIMEOUTS = Timeouts(
     heartbeat=10.0,
+    late=5.0,
     boot=20.0,
     graceful=30.0,
     kill_grace=3.0,
     backoff_base=0.5,
     backoff_cap=4.0,
-    stable_after=10.0,
+    boot_window=1.0,
 )
 A = TypeVar("A")
-# A replaced worker drains with SIGUSR2 (WebSockets close with 1012) or
-# SIGTERM; either way it finishes what it is doing.
-DRAIN = {signal.SIGTERM, signal.SIGUSR2}
 
 
 class Sim:
@@ -114,6 +114,11 @@ def of(kind: type[A], actions: Iterable[Action]) -> list[A]:
 
 def kills(actions: Iterable[Action]) -> list[tuple[int, int]]:
     return [(a.pid, a.signal) for a in of(Kill, actions)]
+
+
+def drains(actions: Iterable[Action]) -> list[tuple[int, bool]]:
+    """(pid, restart) of each Drain: restart means a successor takes over."""
+    return [(a.pid, a.restart) for a in of(Drain, actions)]
 
 
 def messages(actions: Iterable[Action]) -> str:
@@ -193,56 +198,73 @@ def test_next_deadline_follows_boot_heartbeat_and_kill() -> None:
     assert sim.core.next_deadline() == sim.now + TIMEOUTS.boot
     (pid,) = sim.starting()
     sim.ready(pid)
-    assert sim.core.next_deadline() == sim.now + TIMEOUTS.heartbeat
+    assert sim.core.next_deadline() == sim.now + TIMEOUTS.late
     sim.now += 4
     sim.core.heartbeat(pid, sim.now, {})
-    assert sim.core.next_deadline() == sim.now + TIMEOUTS.heartbeat
+    assert sim.core.next_deadline() == sim.now + TIMEOUTS.late
+    sim.advance(TIMEOUTS.late + 0.5)  # late: a stand-in starts; next, the hang deadline
+    assert sim.core.next_deadline() == sim.now - TIMEOUTS.late - 0.5 + TIMEOUTS.heartbeat
 
 
 # -- crashes and backoff ------------------------------------------------------------------------
 
 
-def test_a_crash_is_replaced_at_once_then_with_exponential_backoff() -> None:
+def test_a_worker_that_served_is_replaced_at_once_however_often_it_dies() -> None:
     sim = Sim(1)
     (pid,) = sim.up()
-    actions = sim.exited(pid, -signal.SIGKILL)
-    assert of(Restarted, actions) == [Restarted(CRASH)]
-    assert "worker 0 (pid 100) died (signal SIGKILL)" in messages(actions)
-    assert of(Spawn, actions) == [Spawn(0, 1)]  # the first crash: at once
-
-    delays = []
-    for _ in range(6):
+    for _ in range(5):
+        sim.now += TIMEOUTS.boot_window + 1  # it served for a while
+        actions = sim.exited(pid, -signal.SIGKILL)
+        assert of(Restarted, actions) == [Restarted(CRASH)]
+        assert f"worker 0 (pid {pid}) died (signal SIGKILL)" in messages(actions)
+        assert of(Spawn, actions) == [Spawn(0, 1)]  # no backoff: it was not a boot failure
         (pid,) = sim.starting()
         sim.ready(pid)
-        sim.now += 1
+    assert sim.core.slots[0].failures == 0
+
+
+def test_failures_to_boot_are_retried_at_once_then_with_exponential_backoff() -> None:
+    sim = Sim(1)
+    (pid,) = sim.up()
+    sim.now += TIMEOUTS.boot_window + 1
+    sim.exited(pid, -signal.SIGKILL)
+    delays = []
+    for attempt in range(7):
+        (pid,) = sim.starting()
+        if attempt % 2:  # dying right after READY counts as failing to boot too
+            sim.ready(pid)
+            sim.now += TIMEOUTS.boot_window / 2
         actions = sim.exited(pid, 1)
-        assert of(Spawn, actions) == []
+        spawns = of(Spawn, actions)
+        if attempt == 0:
+            assert spawns == [Spawn(0, 1)]  # the first failure: at once
+            continue
+        assert spawns == []
         respawn_at = sim.core.slots[0].respawn_at
         delays.append(respawn_at - sim.now)
-        assert f"restarting it in {delays[-1]:.1f}s" in messages(actions)
+        assert f"retrying in {delays[-1]:.1f}s" in messages(actions)
         assert sim.core.next_deadline() == respawn_at
         assert of(Spawn, sim.advance(delays[-1] - 0.01)) == []
         assert of(Spawn, sim.advance(0.01)) == [Spawn(0, 1)]
     assert delays == [1.0, 2.0, 4.0, 4.0, 4.0, 4.0]  # doubling, capped at backoff_cap
 
 
-def test_backoff_resets_after_a_stable_period() -> None:
+def test_a_worker_that_serves_past_the_boot_window_resets_the_backoff() -> None:
     sim = Sim(1)
     (pid,) = sim.up()
+    sim.now += TIMEOUTS.boot_window + 1
     sim.exited(pid, 1)
-    (pid,) = sim.starting()
-    sim.ready(pid)
-    sim.exited(pid, 1)
+    for _ in range(2):
+        (pid,) = sim.starting()
+        sim.exited(pid, 3)
+        sim.advance(sim.core.slots[0].respawn_at - sim.now)
     assert sim.core.slots[0].failures == 2
-    sim.advance(1.0)
     (pid,) = sim.starting()
     sim.ready(pid)
-    for _ in range(3):
-        sim.now += TIMEOUTS.stable_after / 2
-        sim.core.heartbeat(pid, sim.now, {})
+    sim.now += TIMEOUTS.boot_window
     actions = sim.exited(pid, -signal.SIGSEGV)
     assert of(Spawn, actions) == [Spawn(0, 1)]  # immediate again
-    assert sim.core.slots[0].failures == 1
+    assert sim.core.slots[0].failures == 0
 
 
 def test_a_crash_while_stopping_is_not_replaced() -> None:
@@ -299,23 +321,49 @@ def test_a_boot_failure_after_serving_backs_off() -> None:
 # -- hangs --------------------------------------------------------------------------------------
 
 
-def test_a_hung_worker_gets_sigabrt_then_sigkill_and_is_replaced() -> None:
+def test_a_late_worker_gets_a_stand_in_then_sigabrt_then_sigkill() -> None:
     sim = Sim(2)
     hung, other = sim.up()
-    sim.advance(TIMEOUTS.heartbeat / 2)
+    sim.advance(TIMEOUTS.late / 2)
     sim.core.heartbeat(other, sim.now, {})
-    actions = sim.advance(TIMEOUTS.heartbeat / 2 + 0.1)
+    actions = sim.advance(TIMEOUTS.late / 2 + 0.1)
+    assert of(Spawn, actions) == [Spawn(0, 1)]  # late: its stand-in boots at once
+    assert kills(actions) == []  # it may still be finishing work
+    assert "sent no heartbeat for 5.1s: starting its replacement" in messages(actions)
+    (stand_in,) = sim.starting(0)
+    sim.core.heartbeat(other, sim.now, {})
+    actions = sim.advance(TIMEOUTS.heartbeat - TIMEOUTS.late)
     assert kills(actions) == [(hung, signal.SIGABRT)]  # a stack dump
-    assert of(Spawn, actions) == [Spawn(0, 1)]  # its replacement starts at once
+    assert of(Spawn, actions) == []  # the stand-in is on its way
     assert "sent no heartbeat for 10.1s" in messages(actions)
-    (replacement,) = sim.starting(0)
     assert kills(sim.advance(TIMEOUTS.kill_grace - 0.1)) == []
     assert kills(sim.advance(0.1)) == [(hung, signal.SIGKILL)]
-    sim.ready(replacement)
-    actions = sim.exited(hung, -signal.SIGKILL)
+    actions = sim.ready(stand_in)
+    assert drains(actions) == [(hung, True)]
     assert of(Restarted, actions) == [Restarted(HANG)]
+    actions = sim.exited(hung, -signal.SIGKILL)
     assert of(Spawn, actions) == []
-    assert sim.serving() == sorted([replacement, other])
+    assert sim.serving() == sorted([stand_in, other])
+
+
+def test_a_late_worker_that_recovers_is_still_replaced_new_before_old() -> None:
+    sim = Sim(1)
+    (slow,) = sim.up()
+    sim.advance(TIMEOUTS.late + 0.1)
+    (stand_in,) = sim.starting()
+    sim.core.heartbeat(slow, sim.now, {})  # its loop runs again
+    assert kills(sim.advance(TIMEOUTS.heartbeat)) == []
+    assert drains(sim.ready(stand_in)) == [(slow, True)]
+    assert sim.serving() == [stand_in]
+
+
+def test_a_hung_worker_is_replaced_when_late_detection_is_off() -> None:
+    sim = Sim(1, Timeouts(heartbeat=10.0, late=0.0))
+    (hung,) = sim.up()
+    assert of(Spawn, sim.advance(9.0)) == []
+    actions = sim.advance(1.1)
+    assert kills(actions) == [(hung, signal.SIGABRT)]
+    assert of(Spawn, actions) == [Spawn(0, 1)]
 
 
 def test_a_hung_worker_that_dies_before_its_replacement_is_ready() -> None:
@@ -324,9 +372,23 @@ def test_a_hung_worker_that_dies_before_its_replacement_is_ready() -> None:
     sim.advance(TIMEOUTS.heartbeat + 1)
     (replacement,) = sim.starting()
     actions = sim.exited(hung, -signal.SIGABRT)
+    assert of(Restarted, actions) == [Restarted(HANG)]
     assert of(Spawn, actions) == []  # the replacement is on its way
     sim.ready(replacement)
     assert sim.serving() == [replacement]
+
+
+def test_a_draining_worker_whose_loop_blocks_is_killed() -> None:
+    sim = Sim(1, Timeouts(heartbeat=10.0, graceful=60.0))
+    (old,) = sim.up()
+    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    (new,) = sim.starting()
+    sim.core.heartbeat(old, sim.now, {})
+    sim.ready(new)
+    sim.core.heartbeat(new, sim.now + 10, {})
+    actions = sim.advance(10.1)
+    assert kills(actions) == [(old, signal.SIGABRT)]  # not after graceful (60 s)
+    assert of(Spawn, actions) == []
 
 
 def test_heartbeats_keep_a_worker_alive() -> None:
@@ -354,12 +416,12 @@ def test_reload_replaces_one_slot_at_a_time_new_before_old() -> None:
         new.append(pid)
         sim.now += 0.5
         actions = sim.ready(pid)
-        assert [(p, s in DRAIN) for p, s in kills(actions)] == [(old[slot], True)]
+        assert drains(actions) == [(old[slot], True)]
         assert of(Restarted, actions) == [Restarted(RELOAD)]
         if slot < 2:
             assert of(Spawn, actions) == [Spawn(slot + 1, 2)]
             assert of(ReloadDone, actions) == []
-    assert of(ReloadDone, actions) == [ReloadDone(True)]
+    assert of(ReloadDone, actions) == [ReloadDone(True, 2)]
     assert of(Notify, actions) == [
         Notify("READY", "3/3 workers ready, 3 draining; last reload succeeded")
     ]
@@ -379,7 +441,7 @@ def test_reload_aborts_when_a_new_worker_fails_to_boot() -> None:
     actions = sim.exited(new, 4)
     assert "reload failed" in messages(actions)
     assert "SyntaxError" in messages(actions)
-    assert of(ReloadDone, actions) == [ReloadDone(False)]
+    assert of(ReloadDone, actions) == [ReloadDone(False, 2)]
     assert of(Notify, actions) == [Notify("READY", "2/2 workers ready; last reload failed")]
     assert kills(actions) == []
     assert of(Spawn, actions) == []
@@ -466,7 +528,7 @@ def test_a_due_worker_is_replaced_new_before_old(reason: str) -> None:
     assert sim.do(sim.core.due(old, reason, sim.now)) == []  # asked again: nothing new
     (new,) = sim.starting(0)
     actions = sim.ready(new)
-    assert [(p, s in DRAIN) for p, s in kills(actions)] == [(old, True)]
+    assert drains(actions) == [(old, True)]
     assert of(Restarted, actions) == [Restarted(reason)]
     assert sim.do(sim.core.due(old, reason, sim.now)) == []  # draining: nothing new
     sim.exited(old, 0)
@@ -491,11 +553,16 @@ def test_a_replacement_that_fails_to_boot_keeps_the_old_worker_and_retries() -> 
     assert "keeping the old worker" in messages(actions)
     assert kills(actions) == []
     assert sim.serving() == [old]
+    assert of(Spawn, actions) == [Spawn(0, 1)]  # the first retry: at once
+    (new,) = sim.starting()
+    actions = sim.exited(new, 3)
     retry = sim.core.slots[0].respawn_at - sim.now
     assert retry > 0
+    assert of(Spawn, actions) == []
+    assert sim.do(sim.core.due(old, MAX_REQUESTS, sim.now)) == []  # the retry is pending
     assert of(Spawn, sim.advance(retry)) == [Spawn(0, 1)]
     (new,) = sim.starting()
-    assert [p for p, _ in kills(sim.ready(new))] == [old]
+    assert drains(sim.ready(new)) == [(old, True)]
 
 
 # -- scaling ----------------------------------------------------------------------------------
@@ -510,7 +577,7 @@ def test_scale_up_and_down() -> None:
     sim.ready(third)
     assert sim.core.count == 3
     actions = sim.do(sim.core.scale(-1, sim.now))
-    assert [(p, s in DRAIN) for p, s in kills(actions)] == [(third, True)]
+    assert drains(actions) == [(third, True)]
     assert of(Restarted, actions) == [Restarted(SCALE)]
     assert sim.core.count == 2
     assert 2 not in sim.core.slots
@@ -527,20 +594,11 @@ def test_scale_down_of_a_worker_still_starting_does_not_stall_replacements() -> 
     sim.do(sim.core.scale(+1, sim.now))
     (booting,) = sim.starting(1)
     actions = sim.do(sim.core.scale(-1, sim.now))  # TTIN, then TTOU at once
-    assert [p for p, _ in kills(actions)] == [booting]
+    assert drains(actions) == [(booting, True)]
     sim.ready(booting)
     sim.exited(booting, 0)
     # Later replacements still happen.
     assert of(Spawn, sim.do(sim.core.due(first, MAX_REQUESTS, sim.now))) == [Spawn(0, 1)]
-
-
-def test_scale_to() -> None:
-    sim = Sim(1)
-    sim.up()
-    sim.do(sim.core.scale_to(3, sim.now))
-    assert sim.core.count == 3
-    sim.do(sim.core.scale_to(1, sim.now))
-    assert sim.core.count == 1
 
 
 # -- shutdown -----------------------------------------------------------------------------------
@@ -551,10 +609,15 @@ def test_graceful_shutdown_drains_then_kills_what_is_left() -> None:
     first, second = sim.up()
     actions = sim.do(sim.core.shutdown(sim.now, graceful=True))
     assert of(Notify, actions) == [Notify("STOPPING", "stopping")]
-    assert sorted(kills(actions)) == [(first, signal.SIGTERM), (second, signal.SIGTERM)]
+    assert of(StopListening, actions) == [StopListening()]
+    assert sorted(drains(actions)) == [(first, False), (second, False)]
     assert of(Exit, sim.exited(first, 0)) == []
-    assert kills(sim.advance(TIMEOUTS.graceful + TIMEOUTS.kill_grace - 0.1)) == []
-    assert kills(sim.advance(0.1)) == [(second, signal.SIGKILL)]
+    deadline = sim.now + TIMEOUTS.graceful + TIMEOUTS.kill_grace
+    while sim.now < deadline - 1:  # its loop runs: it is draining, not hung
+        sim.core.heartbeat(second, sim.now, {})
+        assert kills(sim.advance(1)) == []
+    sim.core.heartbeat(second, sim.now, {})
+    assert kills(sim.advance(deadline - sim.now)) == [(second, signal.SIGKILL)]
     assert of(Exit, sim.exited(second, -signal.SIGKILL)) == [Exit(0)]
 
 
@@ -584,7 +647,8 @@ def test_shutdown_drains_replacements_and_spawns_nothing() -> None:
     sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
     (new,) = sim.starting()
     actions = sim.do(sim.core.shutdown(sim.now, graceful=True))
-    assert sorted(kills(actions)) == sorted([(old, signal.SIGTERM), (new, signal.SIGTERM)])
+    assert drains(actions) == [(old, False)]
+    assert kills(actions) == [(new, signal.SIGQUIT)]  # booting: nothing to finish
     assert sim.ready(new) == []
     assert of(Spawn, sim.exited(new, 0)) == []
     assert of(Exit, sim.exited(old, 0)) == [Exit(0)]
@@ -619,4 +683,4 @@ def test_an_old_worker_failing_to_boot_during_a_reload_does_not_abort_it() -> No
     sim.ready(new[0])
     (second,) = sim.starting(1)
     actions = sim.ready(second)
-    assert of(ReloadDone, actions) == [ReloadDone(True)]
+    assert of(ReloadDone, actions) == [ReloadDone(True, 2)]

@@ -58,11 +58,21 @@ def preload() -> None:
 
 
 def worker_main(
-    *, slot: int, config: Config, sockets: list[socket.socket], channel: socket.socket
+    *,
+    slot: int,
+    config: Config,
+    sockets: list[socket.socket],
+    channel: socket.socket,
+    logging_changed: bool = False,
 ) -> NoReturn:
+    """Serve ``config`` (the master's, or a pending reload's) until told to stop.
+
+    ``logging_changed``: the config's logging differs from the master's (a
+    reload not committed yet), so the worker sets up its own.
+    """
     code = 1
     try:
-        code = _run(slot, config, sockets, channel)
+        code = _run(slot, config, sockets, channel, logging_changed)
     except BaseException:
         logger.exception("worker %d crashed", slot)
     finally:
@@ -72,7 +82,13 @@ def worker_main(
     os._exit(code)
 
 
-def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socket.socket) -> int:
+def _run(
+    slot: int,
+    config: Config,
+    sockets: list[socket.socket],
+    channel: socket.socket,
+    logging_changed: bool,
+) -> int:
     # The event loop, parser and WebSocket stack load here, after the fork:
     # the master never runs them and stays small.
     import uvloop
@@ -108,6 +124,12 @@ def _run(slot: int, config: Config, sockets: list[socket.socket], channel: socke
     def boot_failed(message: str) -> int:
         report(msg.BOOT_FAILED, code=EXIT_BOOT, message=message)
         return EXIT_BOOT
+
+    if logging_changed:
+        try:
+            _logging.configure(config.logging)
+        except ConfigError as exc:
+            return boot_failed(str(exc))
 
     # Before dropping privileges: the key may be readable by root only.
     try:

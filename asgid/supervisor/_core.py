@@ -1,11 +1,19 @@
-"""The supervisor's decisions, without processes: lifecycles and replacement policy.
+"""The supervisor's decisions, without processes: lifecycles, replacements, reloads.
 
 Everything that decides what happens to a worker lives here: its lifecycle
-(a transition table), heartbeat and boot deadlines, crash backoff, and the
-"new before old" replacement that reloads, recycling and scaling share. The
-master feeds events in (spawned, ready, heartbeat, exited, signals) with the
-current monotonic time and carries out the ``Action``s that come back; this
-module never forks, signals, sleeps or reads the clock.
+(a transition table), heartbeat and boot deadlines, crash backoff, the
+"new before old" replacement that reloads, recycling, hangs and scaling
+share, and a reload as one pending change that is committed or rolled back
+whole. The master feeds events in (spawned, ready, heartbeat, exited,
+signals) with the current monotonic time and carries out the ``Action``s
+that come back; this module never forks, signals, sleeps or reads the clock.
+
+Every worker of a generation accepts on every listener of that generation
+(one shared socket per address), so routing needs no decision here: a worker
+that is booting, stuck, dead or draining simply does not accept, and its
+siblings do. What this module guarantees is that each slot always has a
+worker serving it or one on the way, and that the only waits are the
+backoff after failures to boot.
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 import enum
 import signal
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 class State(enum.Enum):
@@ -52,13 +60,14 @@ CRASH, HANG, MAX_REQUESTS, MEMORY, RELOAD, SCALE = (
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    heartbeat: float = 30.0
+    heartbeat: float = 30.0  # no heartbeat this long: the loop is blocked, kill the worker
+    late: float = 2.5  # no heartbeat this long: start its replacement (0: only at `heartbeat`)
     boot: float = 60.0
     graceful: float = 30.0
     kill_grace: float = 3.0  # after SIGABRT (hang) or SIGQUIT, before SIGKILL
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
-    stable_after: float = 10.0  # a worker that lived this long resets the crash count
+    boot_window: float = 1.0  # dying this soon after READY counts as failing to boot
 
 
 # -- actions the master carries out -------------------------------------------
@@ -71,9 +80,30 @@ class Spawn:
 
 
 @dataclass(frozen=True, slots=True)
+class Drain:
+    """Ask a worker to stop accepting, finish what it has and exit.
+
+    ``restart`` says a successor takes over (WebSockets close with 1012,
+    service restart) rather than the server stopping (1001, going away).
+    """
+
+    pid: int
+    restart: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Kill:
     pid: int
     signal: int
+
+
+@dataclass(frozen=True, slots=True)
+class StopListening:
+    """Shutdown: close the master's copies of the listeners.
+
+    Once the draining workers close theirs too, new clients are refused at
+    once instead of waiting in a queue nobody serves.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +129,10 @@ class Restarted:
 
 @dataclass(frozen=True, slots=True)
 class ReloadDone:
+    """The reload to ``generation`` is over: commit it, or roll it back whole."""
+
     success: bool
+    generation: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +141,7 @@ class Exit:
     message: str = ""
 
 
-Action = Spawn | Kill | Log | Notify | Restarted | ReloadDone | Exit
+Action = Spawn | Drain | Kill | StopListening | Log | Notify | Restarted | ReloadDone | Exit
 
 
 @dataclass(slots=True)
@@ -123,6 +156,7 @@ class WorkerInfo:
     kill_at: float = 0.0  # when to escalate to SIGKILL; 0 = not scheduled
     replaces: int | None = None  # the pid this worker will take over from
     reason: str = ""  # why this worker was started, when it replaces another
+    late: bool = False  # its heartbeat was late and a replacement was started
     hung: bool = False
     boot_error: str = ""
     boot_code: int = 0
@@ -141,19 +175,31 @@ class WorkerInfo:
 
 
 @dataclass(slots=True)
-class Slot:
-    index: int
-    failures: int = 0
-    respawn_at: float = 0.0  # crash backoff: when to start the next worker; 0 = none due
-    retired: bool = False
-
-
-@dataclass(slots=True)
 class _Replacement:
+    """One worker to start for ``slot``, taking over from ``old`` once ready."""
+
     slot: int
     reason: str
     old: int | None
+    generation: int
     pid: int = 0  # the new worker, once spawned
+
+
+@dataclass(slots=True)
+class Slot:
+    index: int
+    failures: int = 0  # failures to boot in a row
+    respawn_at: float = 0.0  # crash backoff: when to start the next worker; 0 = none due
+    respawn: _Replacement | None = None  # what to start then
+
+
+@dataclass(slots=True)
+class PendingReload:
+    """A reload in progress: what to commit when it succeeds, undo when it fails."""
+
+    generation: int
+    count: int  # the worker count it asks for; slots above it retire on commit
+    added: list[int] = field(default_factory=list)  # slots it created (gone on rollback)
 
 
 class Supervisor:
@@ -161,27 +207,37 @@ class Supervisor:
 
     def __init__(self, count: int, timeouts: Timeouts) -> None:
         self.timeouts = timeouts
-        self.count = count
+        self._initial_count = count
         self.workers: dict[int, WorkerInfo] = {}
         self.slots: dict[int, Slot] = {}
-        self.generation = 0
+        self.generation = 0  # the committed generation
+        self.pending: PendingReload | None = None
+        self._last_generation = 0
         self.ever_ready = False
         self.stopping = False
-        self.reloading = False
-        self._queue: deque[_Replacement] = deque()
+        self._queue: deque[_Replacement] = deque()  # replacements, one at a time
         self._inflight: _Replacement | None = None
+        self._spawning: deque[_Replacement] = deque()  # Spawns not yet reported spawned
         self._announced_ready = False
         self.last_reload = ""
 
     # -- queries ------------------------------------------------------------
 
+    @property
+    def count(self) -> int:
+        return len(self.slots) if self.slots else self._initial_count
+
+    @property
+    def reloading(self) -> bool:
+        return self.pending is not None
+
     def live(self) -> list[WorkerInfo]:
         return [w for w in self.workers.values() if w.state is not State.EXITED]
 
     def serving(self, slot: int) -> WorkerInfo | None:
-        """The worker currently serving ``slot`` (ready, not draining)."""
+        """A worker serving ``slot`` (ready, not draining, not hung)."""
         for w in self.workers.values():
-            if w.slot == slot and w.state is State.READY:
+            if w.slot == slot and w.state is State.READY and not w.hung:
                 return w
         return None
 
@@ -203,35 +259,37 @@ class Supervisor:
         return text
 
     def next_deadline(self) -> float | None:
+        t = self.timeouts
         times: list[float] = []
         for w in self.live():
             if w.kill_at:
                 times.append(w.kill_at)
-            elif w.state is State.STARTING:
-                times.append(w.started + self.timeouts.boot)
-            elif w.state is State.READY:
-                times.append(w.last_seen + self.timeouts.heartbeat)
+            if w.state is State.STARTING:
+                times.append(w.started + t.boot)
+            elif not w.hung:
+                times.append(w.last_seen + t.heartbeat)
+                if t.late and not w.late and w.state is State.READY:
+                    times.append(w.last_seen + t.late)
         times.extend(s.respawn_at for s in self.slots.values() if s.respawn_at)
         return min(times) if times else None
 
     # -- events ---------------------------------------------------------------
 
     def start(self) -> list[Action]:
-        self.generation += 1
+        self.generation = self._last_generation = 1
         actions: list[Action] = []
-        for index in range(self.count):
+        for index in range(self._initial_count):
             self.slots[index] = Slot(index)
-            actions.append(Spawn(index, self.generation))
+            actions.append(self._spawn(_Replacement(index, "", None, self.generation)))
         return actions
 
     def spawned(self, pid: int, slot: int, generation: int, now: float) -> None:
+        """The master forked the worker for the oldest ``Spawn`` not yet reported."""
         worker = WorkerInfo(pid, slot, generation, started=now, last_seen=now)
-        inflight = self._inflight
-        if inflight is not None and inflight.slot == slot and not inflight.pid:
-            inflight.pid = pid
-            if inflight.old is not None:
-                worker.replaces = inflight.old
-                worker.reason = inflight.reason
+        job = self._spawning.popleft() if self._spawning else None
+        if job is not None and job.slot == slot:
+            job.pid = pid
+            worker.replaces, worker.reason = job.old, job.reason
         self.workers[pid] = worker
 
     def heartbeat(self, pid: int, now: float, stats: dict[str, float]) -> None:
@@ -255,13 +313,10 @@ class Supervisor:
         ]
         if self.stopping:
             return actions + self._drain(worker, now, restart=False)
-        old = self.workers.get(worker.replaces) if worker.replaces else None
-        if old is not None and old.state is not State.EXITED:
-            actions.append(Restarted(worker.reason))
-            actions += self._drain(old, now)
-        if self._inflight is not None and self._inflight.slot == worker.slot:
+        if self._inflight is not None and self._inflight.pid == pid:
             self._inflight = None
-            actions += self._advance(now)
+        actions += self._settle(worker, now)
+        actions += self._advance(now)
         if not self._announced_ready and self._all_ready():
             self.ever_ready = self._announced_ready = True
             actions.append(Notify("READY", self.status()))
@@ -277,11 +332,11 @@ class Supervisor:
         worker = self.workers.get(pid)
         if worker is None or worker.state is not State.READY or self.stopping:
             return []
-        if any(r.old == pid for r in self._queue) or (
-            self._inflight is not None and self._inflight.old == pid
-        ):
+        jobs = [*self._queue, *([self._inflight] if self._inflight else [])]
+        if any(job.old == pid for job in jobs):
             return []
-        self._queue.append(_Replacement(worker.slot, reason, pid))
+        generation = self._successor_generation(worker.generation)
+        self._queue.append(_Replacement(worker.slot, reason, pid, generation))
         return [
             Log("info", f"worker {worker.slot} (pid {pid}) is due for replacement: {reason}"),
             *self._advance(now),
@@ -295,137 +350,97 @@ class Supervisor:
         previous = worker.state
         worker.move("exit")
         how = f"exit code {status}" if status >= 0 else f"signal {_signame(-status)}"
-        actions: list[Action] = []
-        slot = self.slots.get(worker.slot)
+        name = f"worker {worker.slot} (pid {pid})"
         if self.stopping:
-            actions.append(Log("info", f"worker {worker.slot} (pid {pid}) stopped ({how})"))
+            actions: list[Action] = [Log("info", f"{name} stopped ({how})")]
             if not self.live():
                 actions.append(Exit(0))
             return actions
         if previous is State.DRAINING:
-            actions.append(Log("info", f"worker {worker.slot} (pid {pid}) drained and exited"))
-            return actions + self._advance(now)
+            return [Log("info", f"{name} drained and exited"), *self._advance(now)]
+        slot = self.slots.get(worker.slot)
+        if slot is None:  # its slot was retired while it was starting
+            return [Log("info", f"{name} exited ({how})"), *self._advance(now)]
         if previous is State.STARTING:
             reason = worker.boot_error or f"worker exited during boot ({how})"
-            if not self.ever_ready:
-                return [
-                    Log("error", f"worker {worker.slot} (pid {pid}) failed to boot: {reason}"),
-                    *self._shutdown_all(now, graceful=False),
-                    Exit(worker.boot_code or 3, reason),
-                ]
-            inflight = self._inflight
-            if inflight is not None and inflight.pid == pid:
-                self._inflight = None
-                if inflight.reason == RELOAD:
-                    self._queue = deque(r for r in self._queue if r.reason != RELOAD)
-                    self.last_reload = "failed"
-                    self.reloading = False
-                    return [
-                        Log(
-                            "error",
-                            f"reload failed: new worker {worker.slot} (pid {pid}) did not boot: "
-                            f"{reason}; the previous workers keep serving",
-                        ),
-                        ReloadDone(False),
-                        Notify("READY", self.status()),
-                        *self._advance(now),
-                    ]
-                if inflight.old is not None and inflight.old in self.workers:
-                    # The old worker keeps serving; try again after a backoff.
-                    actions.append(
-                        Log(
-                            "error",
-                            f"replacement for worker {worker.slot} failed to boot: {reason}; "
-                            "keeping the old worker",
-                        )
-                    )
-                    return actions + self._backoff(worker, now, retry=inflight)
-            actions.append(
-                Log("error", f"worker {worker.slot} (pid {pid}) failed to boot: {reason}")
+            return self._failed_to_boot(
+                worker, slot, f"{name} failed to boot: {reason}", now, reason=reason
             )
-            if self._replacement_starting(worker.slot):
-                return actions  # another worker for this slot is already on its way
-            return actions + self._backoff(worker, now)
-        # READY and gone: a crash (or the hang kill we sent).
+        if now - worker.ready_at < self.timeouts.boot_window and not worker.hung:
+            after = now - worker.ready_at
+            reason = f"died ({how}) {after:.1f}s after it became ready"
+            return self._failed_to_boot(worker, slot, f"{name} {reason}", now, reason=reason)
+        # It served, then died (or was killed for hanging): replace it at once.
+        slot.failures = 0
         reason = HANG if worker.hung else CRASH
-        actions.append(
-            Log(
-                "error" if reason == CRASH else "warning",
-                f"worker {worker.slot} (pid {pid}) "
-                + ("was killed after it stopped responding" if worker.hung else f"died ({how})"),
-            )
-        )
+        died = "was killed after it stopped responding" if worker.hung else f"died ({how})"
+        actions = [Log("error" if reason == CRASH else "warning", f"{name} {died}")]
         actions.append(Restarted(reason))
-        if slot is None or slot.retired or self.serving(worker.slot) is not None:
-            return actions + self._advance(now)
-        if self._replacement_starting(worker.slot):
-            return actions  # its replacement is already on the way
-        if now - worker.started >= self.timeouts.stable_after and slot is not None:
-            slot.failures = 0
-        return actions + self._backoff(worker, now)
+        if self.serving(worker.slot) is None and not self._replacement_starting(worker.slot):
+            job = _Replacement(
+                worker.slot, reason, None, self._successor_generation(worker.generation)
+            )
+            actions.append(self._spawn(job))
+        return actions + self._advance(now)
 
     # -- commands -------------------------------------------------------------
 
     def reload(self, count: int, now: float) -> list[Action]:
-        """Replace every worker, slot by slot, new before old; then scale to ``count``."""
+        """Replace every worker, slot by slot, new before old; then scale to ``count``.
+
+        The reload is pending until every slot has a worker of the new
+        generation: then slots above ``count`` retire and ``ReloadDone(True)``
+        commits it. If a new worker fails to boot, ``ReloadDone(False)`` rolls
+        it back whole: the slots it added retire, and any slot it already
+        moved to the new generation is moved back, new before old again.
+        """
         if self.stopping:
             return []
-        self.generation += 1
-        self.reloading = True
-        actions: list[Action] = [
-            Notify("RELOADING", f"reloading: {self.status()}"),
-            Log("info", f"reload started: replacing {self.count} worker(s)"),
-        ]
-        self._queue = deque(r for r in self._queue if r.reason != RELOAD)
-        for index in sorted(self.slots):
-            slot = self.slots[index]
-            if slot.retired:
-                continue
-            current = self.serving(index)
-            self._queue.append(_Replacement(index, RELOAD, current.pid if current else None))
-        actions += self.scale_to(count, now)
-        return actions + self._advance(now)
-
-    def scale_to(self, count: int, now: float) -> list[Action]:
         actions: list[Action] = []
-        while self.count < count:
-            actions += self.scale(+1, now)
-        while self.count > count:
-            actions += self.scale(-1, now)
-        return actions
+        if self.pending is not None:  # SIGHUP again: the newest configuration wins
+            actions += self._forget(self.pending, now, restore=False)
+        self._last_generation += 1
+        pending = self.pending = PendingReload(self._last_generation, max(1, count))
+        actions += [
+            Notify("RELOADING", f"reloading: {self.status()}"),
+            Log("info", f"reload started: generation {pending.generation}, {count} worker(s)"),
+        ]
+        for index in range(max(self.count, count)):
+            if index not in self.slots:
+                self.slots[index] = Slot(index)
+                pending.added.append(index)
+            if index < count:
+                current = self._holder(index)
+                job = _Replacement(
+                    index, RELOAD, current.pid if current else None, pending.generation
+                )
+                self._queue.append(job)
+        return actions + self._advance(now)
 
     def scale(self, delta: int, now: float) -> list[Action]:
         if self.stopping:
             return []
+        if self.pending is not None:
+            return [Log("warning", "not scaling while a reload is in progress; try again after")]
         if delta > 0:
             index = self.count
-            self.count += 1
             self.slots[index] = Slot(index)
-            self._queue.append(_Replacement(index, SCALE, None))
+            self._queue.append(_Replacement(index, SCALE, None, self.generation))
             return [Log("info", f"scaling up to {self.count} workers"), *self._advance(now)]
         if self.count <= 1:
             return [Log("warning", "not scaling below 1 worker")]
-        self.count -= 1
-        index = self.count
-        slot = self.slots.pop(index)
-        slot.retired = True
-        self._queue = deque(r for r in self._queue if r.slot != index)
-        if self._inflight is not None and self._inflight.slot == index:
-            self._inflight = None  # its worker is drained below and will never take over
-        actions: list[Action] = [Log("info", f"scaling down to {self.count} workers")]
-        for worker in self.live():
-            if worker.slot == index:
-                actions.append(Restarted(SCALE))
-                actions += self._drain(worker, now)
-        return actions + self._advance(now)
+        actions = self._retire(max(self.slots), SCALE, now)
+        return [Log("info", f"scaling down to {self.count} workers"), *actions, *self._advance(now)]
 
     def shutdown(self, now: float, *, graceful: bool) -> list[Action]:
         first = not self.stopping
         self.stopping = True
         self._queue.clear()
         self._inflight = None
+        self.pending = None
         actions: list[Action] = []
         if first:
+            actions.append(StopListening())
             actions.append(Notify("STOPPING", "stopping"))
             actions.append(Log("info", "graceful shutdown" if graceful else "immediate shutdown"))
         actions += self._shutdown_all(now, graceful=graceful)
@@ -437,39 +452,62 @@ class Supervisor:
         actions: list[Action] = []
         t = self.timeouts
         for worker in self.live():
+            name = f"worker {worker.slot} (pid {worker.pid})"
+            silent = now - worker.last_seen
             if worker.kill_at and now >= worker.kill_at:
                 worker.kill_at = now + t.kill_grace
-                actions.append(Log("warning", f"worker {worker.slot} (pid {worker.pid}) killed"))
+                actions.append(Log("warning", f"{name} killed"))
                 actions.append(Kill(worker.pid, signal.SIGKILL))
-            elif worker.state is State.STARTING and now - worker.started > t.boot:
-                worker.boot_error = worker.boot_error or f"not ready within {t.boot:g}s"
-                worker.kill_at = now + t.kill_grace
-                actions.append(Kill(worker.pid, signal.SIGKILL))
-            elif (
-                worker.state is State.READY
-                and not worker.hung
-                and now - worker.last_seen > t.heartbeat
-            ):
+            elif worker.state is State.STARTING:
+                if now - worker.started > t.boot:
+                    worker.boot_error = worker.boot_error or f"not ready within {t.boot:g}s"
+                    worker.kill_at = now + t.kill_grace
+                    actions.append(Kill(worker.pid, signal.SIGKILL))
+            elif not worker.hung and silent > t.heartbeat:
                 worker.hung = True
                 worker.kill_at = now + t.kill_grace
                 actions.append(
                     Log(
                         "error",
-                        f"worker {worker.slot} (pid {worker.pid}) sent no heartbeat for "
-                        f"{now - worker.last_seen:.1f}s: its event loop is blocked; "
-                        "dumping its stack (SIGABRT) and replacing it",
+                        f"{name} sent no heartbeat for {silent:.1f}s: its event loop is "
+                        "blocked; dumping its stack (SIGABRT) and replacing it",
                     )
                 )
                 actions.append(Kill(worker.pid, signal.SIGABRT))
-                if not self.stopping and not self._replacement_starting(worker.slot):
-                    actions.append(Spawn(worker.slot, self.generation))
+                actions += self._cover(worker, HANG)
+            elif worker.state is State.READY and t.late and not worker.late and silent > t.late:
+                worker.late = True
+                actions.append(
+                    Log(
+                        "warning",
+                        f"{name} sent no heartbeat for {silent:.1f}s: starting its "
+                        f"replacement (killed if still silent after {t.heartbeat:g}s)",
+                    )
+                )
+                actions += self._cover(worker, HANG)
         for slot in self.slots.values():
             if slot.respawn_at and now >= slot.respawn_at and not self.stopping:
-                slot.respawn_at = 0.0
-                actions.append(Spawn(slot.index, self.generation))
+                job = slot.respawn or _Replacement(slot.index, CRASH, None, self.generation)
+                slot.respawn_at, slot.respawn = 0.0, None
+                actions.append(self._spawn(job))
         return actions
 
     # -- internals --------------------------------------------------------------
+
+    def _spawn(self, job: _Replacement) -> Spawn:
+        self._spawning.append(job)
+        return Spawn(job.slot, job.generation)
+
+    def _successor_generation(self, generation: int) -> int:
+        """The generation a worker of ``generation`` is replaced with."""
+        pending = self.pending.generation if self.pending is not None else None
+        if generation in (self.generation, pending):
+            return generation
+        return pending if pending is not None else self.generation
+
+    def _rank(self, worker: WorkerInfo) -> tuple[bool, bool]:
+        pending = self.pending.generation if self.pending is not None else None
+        return (worker.generation == pending, worker.generation == self.generation)
 
     def _all_ready(self) -> bool:
         return all(self.serving(index) is not None for index in self.slots)
@@ -487,86 +525,211 @@ class Supervisor:
     def _replacement_starting(self, slot: int) -> bool:
         return any(w.slot == slot and w.state is State.STARTING for w in self.workers.values())
 
+    def _cover(self, worker: WorkerInfo, reason: str) -> list[Action]:
+        """Start a worker for the slot of a stuck ``worker``, unless one is on its way."""
+        if self.stopping or worker.slot not in self.slots or worker.state is not State.READY:
+            return []
+        if self._replacement_starting(worker.slot) or any(
+            w is not worker and w.slot == worker.slot and w.state is State.READY and not w.late
+            for w in self.workers.values()
+        ):
+            return []
+        generation = self._successor_generation(worker.generation)
+        return [self._spawn(_Replacement(worker.slot, reason, worker.pid, generation))]
+
+    def _settle(self, new: WorkerInfo, now: float) -> list[Action]:
+        """One ready worker per slot: ``new`` or a better one; drain the others.
+
+        New before old: the newest worker wins, unless another ready worker
+        of the slot is of a generation that ranks higher (pending over
+        committed over stale), as when a hang's stand-in of the old code
+        comes up after the reload already moved its slot on.
+        """
+        others = [
+            w
+            for w in self.workers.values()
+            if w is not new and w.slot == new.slot and w.state is State.READY
+        ]
+        if any(self._rank(w) > self._rank(new) for w in others):
+            return self._drain(new, now)
+        actions: list[Action] = []
+        if new.slot not in self.slots:  # retired while it was starting
+            return self._drain(new, now)
+        for old in others:
+            if old.pid == new.replaces:
+                actions.append(Restarted(new.reason))
+            actions += self._drain(old, now)
+        return actions
+
     def _advance(self, now: float) -> list[Action]:
-        """Start the next queued replacement when none is in flight."""
+        """Start the next queued replacement when none is in flight; finish a reload."""
         actions: list[Action] = []
         while self._inflight is None and self._queue and not self.stopping:
             job = self._queue.popleft()
-            if job.slot not in self.slots:
+            slot = self.slots.get(job.slot)
+            if slot is None:
                 continue
             old = self.workers.get(job.old) if job.old is not None else None
             if old is None or old.state is not State.READY or old.hung:
                 # The worker the job was for is gone (or going): replace whoever
-                # holds the slot now, unless it is already of this generation
-                # (a reload) or any worker at all holds it (recycling).
+                # holds the slot now, unless it is already of the job's
+                # generation (a reload) or any worker at all holds it (recycling).
                 holder = self._holder(job.slot)
                 if holder is not None and (
-                    job.reason != RELOAD or holder.generation == self.generation
+                    job.reason != RELOAD or holder.generation == job.generation
                 ):
                     continue
-                job = _Replacement(job.slot, job.reason, holder.pid if holder else None)
+                job.old = holder.pid if holder else None
             self._inflight = job
-            self.slots[job.slot].respawn_at = 0.0  # this spawn covers a pending respawn
-            actions.append(Spawn(job.slot, self.generation))
-        if self._inflight is None and not self._queue and self.reloading:
-            self.reloading = False
-            self.last_reload = "succeeded"
-            actions.append(Log("info", "reload finished"))
-            actions.append(ReloadDone(True))
-            actions.append(Notify("READY", self.status()))
+            slot.respawn_at, slot.respawn = 0.0, None  # this spawn covers a pending respawn
+            actions.append(self._spawn(job))
+        if self.pending is not None and self._inflight is None and not self._queue:
+            actions += self._commit(now)
         return actions
 
-    def _drain(self, worker: WorkerInfo, now: float, *, restart: bool = True) -> list[Action]:
-        """Ask a worker to finish in-flight work and exit.
+    def _commit(self, now: float) -> list[Action]:
+        pending = self.pending
+        assert pending is not None
+        self.pending = None
+        self.generation = pending.generation
+        actions: list[Action] = []
+        for index in sorted(i for i in self.slots if i >= pending.count):
+            actions += self._retire(index, SCALE, now)
+        self.last_reload = "succeeded"
+        return [
+            *actions,
+            Log("info", f"reload finished: generation {self.generation} serves"),
+            ReloadDone(True, pending.generation),
+            Notify("READY", self.status()),
+            *self._advance(now),
+        ]
 
-        SIGUSR2 drains for a replacement (WebSockets get close code 1012,
-        service restart); SIGTERM drains for shutdown (1001, going away).
+    def _rollback(self, why: str, now: float) -> list[Action]:
+        pending = self.pending
+        assert pending is not None
+        self._inflight = None
+        actions = self._forget(pending, now, restore=True)
+        self.last_reload = "failed"
+        return [
+            Log("error", f"reload failed: {why}; the previous workers keep serving"),
+            *actions,
+            ReloadDone(False, pending.generation),
+            Notify("READY", self.status()),
+            *self._advance(now),
+        ]
+
+    def _forget(self, pending: PendingReload, now: float, *, restore: bool) -> list[Action]:
+        """Undo what ``pending`` changed: its slots and its queue.
+
+        With ``restore``, slots it already moved to its generation are queued
+        to move back, new before old (a newer reload replaces them itself).
         """
+        self.pending = None
+        self._queue = deque(j for j in self._queue if j.generation != pending.generation)
+        if self._inflight is not None and self._inflight.generation == pending.generation:
+            self._inflight = None
+        actions: list[Action] = []
+        for index in pending.added:
+            if index in self.slots:
+                actions += self._retire(index, RELOAD, now)
+        if not restore:
+            return actions
+        for worker in self.live():
+            if (
+                worker.slot in self.slots
+                and worker.generation != self.generation
+                and worker.state is not State.DRAINING
+                and not any(j.old == worker.pid for j in self._queue)
+            ):
+                self._queue.append(_Replacement(worker.slot, RELOAD, worker.pid, self.generation))
+        return actions
+
+    def _retire(self, index: int, reason: str, now: float) -> list[Action]:
+        self.slots.pop(index, None)
+        self._queue = deque(j for j in self._queue if j.slot != index)
+        if self._inflight is not None and self._inflight.slot == index:
+            self._inflight = None  # its worker is drained below and will never take over
+        actions: list[Action] = []
+        for worker in self.live():
+            if worker.slot == index and worker.state is not State.DRAINING:
+                if worker.state is State.READY:
+                    actions.append(Restarted(reason))
+                actions += self._drain(worker, now)
+        return actions
+
+    def _failed_to_boot(
+        self, worker: WorkerInfo, slot: Slot, message: str, now: float, *, reason: str
+    ) -> list[Action]:
+        """``worker`` died before it was READY, or within the boot window after."""
+        if not self.ever_ready:
+            return [
+                Log("error", message),
+                *self._shutdown_all(now, graceful=False),
+                Exit(worker.boot_code or 3, reason),
+            ]
+        inflight = self._inflight
+        if inflight is not None and inflight.pid == worker.pid:
+            if self.pending is not None and inflight.generation == self.pending.generation:
+                return self._rollback(message, now)
+            if inflight.old is not None and inflight.old in self.workers:
+                # The old worker keeps serving; try again after a backoff.
+                return [
+                    Log("error", f"{message}; keeping the old worker"),
+                    *self._backoff(slot, now, inflight),
+                ]
+            self._inflight = None
+        actions: list[Action] = [Log("error", message)]
+        if self.serving(worker.slot) is not None or self._replacement_starting(worker.slot):
+            return actions + self._advance(now)  # the slot is covered
+        job = _Replacement(worker.slot, CRASH, None, self._successor_generation(worker.generation))
+        return actions + self._backoff(slot, now, job) + self._advance(now)
+
+    def _drain(self, worker: WorkerInfo, now: float, *, restart: bool = True) -> list[Action]:
+        """Ask a worker to finish in-flight work and exit (killed past the deadline)."""
         if worker.state is State.DRAINING:
             return []
         worker.move("drain")
-        worker.kill_at = now + self.timeouts.graceful + self.timeouts.kill_grace
-        return [Kill(worker.pid, signal.SIGUSR2 if restart else signal.SIGTERM)]
+        deadline = now + self.timeouts.graceful + self.timeouts.kill_grace
+        if not worker.kill_at or deadline < worker.kill_at:  # a hang's earlier kill stands
+            worker.kill_at = deadline
+        return [Drain(worker.pid, restart)]
 
     def _shutdown_all(self, now: float, *, graceful: bool) -> list[Action]:
         actions: list[Action] = []
         for slot in self.slots.values():
-            slot.respawn_at = 0.0
+            slot.respawn_at, slot.respawn = 0.0, None
         for worker in self.live():
-            if graceful:
+            if graceful and worker.state is not State.STARTING:
                 actions += self._drain(worker, now, restart=False)
-            else:
-                if worker.state is not State.DRAINING:
-                    worker.move("drain")
-                worker.kill_at = now + self.timeouts.kill_grace
-                actions.append(Kill(worker.pid, signal.SIGQUIT))
+                continue
+            # Quick: a booting worker has nothing to finish, and until its loop
+            # runs it would hold the listeners open with nobody accepting.
+            actions += self._quit(worker, now)
         return actions
 
-    def _backoff(
-        self, worker: WorkerInfo, now: float, retry: _Replacement | None = None
-    ) -> list[Action]:
-        slot = self.slots.get(worker.slot)
-        if slot is None:
-            return []
+    def _quit(self, worker: WorkerInfo, now: float) -> list[Action]:
+        """Stop a worker quickly (SIGQUIT), then for good (SIGKILL)."""
+        if worker.state is not State.DRAINING:
+            worker.move("drain")
+        worker.kill_at = now + self.timeouts.kill_grace
+        return [Kill(worker.pid, signal.SIGQUIT)]
+
+    def _backoff(self, slot: Slot, now: float, job: _Replacement) -> list[Action]:
         slot.failures += 1
         delay = min(
             self.timeouts.backoff_cap, self.timeouts.backoff_base * 2 ** (slot.failures - 1)
         )
-        if slot.failures == 1 and retry is None:
-            delay = 0.0  # the first crash is replaced at once
-        if retry is not None:
-            retry.pid = 0
-            self._inflight = retry  # the tick spawns it again when the backoff ends
-            slot.respawn_at = now + delay
-            return [Log("warning", f"retrying worker {slot.index} in {delay:.1f}s")]
+        if slot.failures == 1:
+            delay = 0.0  # the first failure is retried at once
+        job.pid = 0  # an in-flight job stays in flight: the queue waits for its retry
         if delay == 0.0:
-            return [Spawn(slot.index, self.generation)]
-        slot.respawn_at = now + delay
+            return [self._spawn(job)]
+        slot.respawn_at, slot.respawn = now + delay, job
         return [
             Log(
                 "warning",
-                f"worker {slot.index} crashed {slot.failures} times in a row; "
-                f"restarting it in {delay:.1f}s",
+                f"worker {slot.index} failed to boot {slot.failures} times in a row; "
+                f"retrying in {delay:.1f}s",
             )
         ]
 

@@ -19,6 +19,7 @@ import stat
 import sys
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import setproctitle
@@ -26,7 +27,7 @@ import setproctitle
 from .. import _logging
 from .._limits import raise_nofile_limit
 from .._sockets import bind_socket, describe
-from ..config import BindAddress, Config, ConfigError, load_config, parse_bind
+from ..config import Config, ConfigError, ServerSettings, load_config, parse_bind
 from . import _core, _metrics
 from . import _messages as msg
 from ._child import preload, worker_main
@@ -46,6 +47,9 @@ HANDLED_SIGNALS = (
     signal.SIGCHLD,
 )
 MEMORY_CHECK_SECONDS = 5.0
+# A worker's loop sends a heartbeat every second; one this late has missed
+# two, and a stand-in for it starts booting (it is killed at [workers].timeout).
+LATE_SECONDS = 2.5
 
 
 def worker_count(config: Config) -> int:
@@ -54,125 +58,97 @@ def worker_count(config: Config) -> int:
 
 def timeouts(config: Config) -> _core.Timeouts:
     w = config.workers
-    return _core.Timeouts(heartbeat=w.timeout, boot=w.boot_timeout, graceful=w.graceful_timeout)
+    return _core.Timeouts(
+        heartbeat=w.timeout,
+        late=min(LATE_SECONDS, w.timeout),
+        boot=w.boot_timeout,
+        graceful=w.graceful_timeout,
+    )
 
 
 class Listeners:
-    """The master's listening sockets, kept open for its whole life.
+    """The master's listening sockets: one per address, shared by every worker.
 
-    With ``reuse_port`` each TCP address gets one SO_REUSEPORT socket per
-    worker slot, and a slot's replacement inherits the same socket, so the
-    connections queued on it are served rather than reset. Unix sockets,
-    inherited fds and systemd's sockets are shared by all workers.
+    Every worker accepts on the same socket, so a connection waits only
+    while no worker at all is accepting: a worker that is booting, blocked,
+    dead or draining leaves the queue to its siblings, and a replaced
+    worker's queue is served by whoever accepts next, never reset. The master
+    binds before forking and keeps its copies open until shutdown, so a
+    queue outlives every worker. Sockets handed over by systemd (LISTEN_FDS)
+    are used as they come, whatever ``bind`` says.
     """
 
     def __init__(self, inherited: list[socket.socket] | None = None) -> None:
         self.inherited = inherited or []
-        self.shared: dict[str, socket.socket] = {}
-        self.per_slot: dict[str, dict[int, socket.socket]] = {}
-        self.ports: dict[str, int] = {}
-        self._settings: Any = None
+        self.bound: dict[str, socket.socket] = {}
 
-    def configure(self, config: Config) -> None:
-        """Bind what ``config`` adds; close (the master's copy of) what it drops.
+    def acquire(self, settings: ServerSettings) -> list[socket.socket]:
+        """The sockets for ``settings``: those already bound, plus new binds.
 
-        Workers hold their own copies, so a dropped listener stays open until
-        the workers that use it have drained.
+        On a bind error, what this call bound is closed again and nothing
+        else changes.
         """
-        server = config.server
-        self._settings = server
-        if self.inherited:
-            return
-        wanted = set(server.bind)
-        reuse = server.reuse_port and hasattr(socket, "SO_REUSEPORT")
-        for address in server.bind:
-            parsed = parse_bind(address)
-            per_slot = reuse and not parsed.path and parsed.fd < 0
-            if per_slot and address not in self.per_slot:
-                if parsed.port:
-                    _check_port_free(parsed)
-                self.per_slot[address] = {}
-            if per_slot:
-                for slot in range(worker_count(config)):
-                    self.for_slot_address(address, slot)
-            elif not per_slot and address not in self.shared:
-                self.shared[address] = bind_socket(
-                    parsed,
-                    backlog=server.backlog,
-                    reuse_port=False,
-                    uds_mode=int(server.uds_mode, 8),
-                )
-        for address in [a for a in self.shared if a not in wanted]:
-            self.shared.pop(address).close()
-        for address in [a for a in self.per_slot if a not in wanted]:
-            for sock in self.per_slot.pop(address).values():
-                sock.close()
-
-    def for_slot_address(self, address: str, slot: int) -> socket.socket:
-        sockets = self.per_slot[address]
-        sock = sockets.get(slot)
-        if sock is None:
-            parsed = parse_bind(address)
-            if parsed.port == 0 and address in self.ports:
-                parsed = type(parsed)(host=parsed.host, port=self.ports[address])
-            sock = bind_socket(parsed, backlog=self._settings.backlog, reuse_port=True)
-            self.ports[address] = sock.getsockname()[1]
-            sockets[slot] = sock
-        return sock
-
-    def for_slot(self, slot: int) -> list[socket.socket]:
         if self.inherited:
             return list(self.inherited)
-        result = list(self.shared.values())
-        result += [self.for_slot_address(address, slot) for address in self.per_slot]
-        return result
-
-    def retire_slot(self, slot: int) -> None:
-        for sockets in self.per_slot.values():
-            sock = sockets.pop(slot, None)
-            if sock is not None:
+        fresh: dict[str, socket.socket] = {}
+        try:
+            for address in settings.bind:
+                if address in self.bound or address in fresh:
+                    continue
+                fresh[address] = bind_socket(
+                    parse_bind(address),
+                    backlog=settings.backlog,
+                    reuse_port=settings.reuse_port,
+                    uds_mode=int(settings.uds_mode, 8),
+                )
+        except OSError:
+            for sock in fresh.values():
                 sock.close()
+            raise
+        self.bound.update(fresh)
+        return [self.bound[address] for address in dict.fromkeys(settings.bind)]
+
+    def release(self, keep: list[socket.socket]) -> None:
+        """Close the master's copy of every socket not in ``keep``.
+
+        Workers hold their own copies: a listener dropped by a reload stays
+        open until the workers that use it have drained.
+        """
+        kept = {id(sock) for sock in keep}
+        for address, sock in list(self.bound.items()):
+            if id(sock) not in kept:
+                del self.bound[address]
+                _close_listener(address, sock)
 
     def all(self) -> list[socket.socket]:
-        result = list(self.inherited) + list(self.shared.values())
-        for sockets in self.per_slot.values():
-            result += sockets.values()
-        return result
+        return list(self.inherited) + list(self.bound.values())
 
     def describe(self) -> list[str]:
-        seen: list[str] = []
-        for sock in self.inherited + list(self.shared.values()):
-            seen.append(describe(sock))
-        for address, sockets in self.per_slot.items():
-            if sockets:
-                first = next(iter(sockets.values()))
-                seen.append(f"{describe(first)} (SO_REUSEPORT, one socket per worker)")
-            else:
-                seen.append(address)
-        return seen
+        return [describe(sock) for sock in self.all()]
 
     def close(self) -> None:
-        for sock in self.all():
+        for sock in self.inherited:
             sock.close()
-        for address in list(self.shared):
-            parsed = parse_bind(address)
-            if parsed.path:
-                with contextlib.suppress(OSError):
-                    os.unlink(parsed.path)
-        self.shared.clear()
-        self.per_slot.clear()
+        self.inherited = []
+        self.release([])
 
 
-def _check_port_free(address: BindAddress) -> None:
-    """Fail like a plain bind would if another process already listens there.
+def _close_listener(address: str, sock: socket.socket) -> None:
+    sock.close()
+    parsed = parse_bind(address)
+    if parsed.path:
+        with contextlib.suppress(OSError):
+            os.unlink(parsed.path)
 
-    SO_REUSEPORT would otherwise let a second asgid (or anything else with
-    the option) silently share the port and take half of the connections.
-    """
-    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        probe.bind((address.host, address.port))
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """What the workers of one generation run: its config, user and listeners."""
+
+    generation: int
+    config: Config
+    worker_ids: tuple[int, int]  # (uid, gid) of [process].user/group; -1: the master's
+    sockets: list[socket.socket]
 
 
 class Master:
@@ -183,8 +159,7 @@ class Master:
         config_path: str | None = None,
         overrides: Mapping[str, Any] | None = None,
     ) -> None:
-        self.config = config
-        self.previous_config = config
+        self.config = config  # the committed configuration
         self.config_path = config_path
         self.overrides = dict(overrides or {})
         self.core = _core.Supervisor(worker_count(config), timeouts(config))
@@ -200,9 +175,10 @@ class Master:
         self.metrics = _metrics.MetricsStore()
         self.metrics_dir = ""
         self._owns_metrics_dir = False
+        self._metrics_dir_ids = (-1, -1)  # whom the metrics directory was given to
         self.metrics_server: _metrics.MetricsServer | None = None
         self.worker_ids = (-1, -1)  # (uid, gid) of [process].user/group; -1: the master's
-        self.previous_worker_ids = self.worker_ids  # restored when a reload fails
+        self.deployments: dict[int, Deployment] = {}  # the committed and the pending one
 
     # -- running ------------------------------------------------------------------
 
@@ -222,7 +198,7 @@ class Master:
         inherited = [socket.socket(fileno=fd) for fd in listen_fds()]
         self.listeners = Listeners(inherited)
         try:
-            self.listeners.configure(self.config)
+            sockets = self.listeners.acquire(self.config.server)
         except OSError as exc:
             print(f"asgid: error: cannot bind: {exc}", file=sys.stderr)
             self._stop_metrics()
@@ -242,7 +218,11 @@ class Master:
                 self.core.count,
                 self.config.app.target,
             )
-            self._execute(self.core.start())
+            actions = self.core.start()
+            self.deployments[self.core.generation] = Deployment(
+                self.core.generation, self.config, self.worker_ids, sockets
+            )
+            self._execute(actions)
             while self.exit_code is None:
                 self._step()
         finally:
@@ -310,10 +290,7 @@ class Master:
         self._execute(self.core.scale(+1, time.monotonic()))
 
     def handle_sigttou(self) -> None:
-        before = set(self.core.slots)
         self._execute(self.core.scale(-1, time.monotonic()))
-        for slot in before - set(self.core.slots):
-            self.listeners.retire_slot(slot)
 
     def handle_sigusr1(self) -> None:
         logger.info("reopening log files")
@@ -325,13 +302,21 @@ class Master:
         pass  # reaping happens on every step
 
     def reload(self) -> None:
+        """Start a reload as one pending change: committed or rolled back whole.
+
+        The new configuration is loaded and its new listeners bound now; the
+        master's own settings (timeouts, logging, the metrics directory's
+        owner) change only when the core commits, once every slot has a new
+        worker. Until then the old workers serve, and replacements for them
+        keep the old configuration and listeners.
+        """
         logger.info("SIGHUP: reloading %s", self.config_path or "the configuration")
         if self.core.stopping:
             return
         try:
             config = load_config(self.config_path, self.overrides)
             ids = worker_ids(config.process)
-            self.listeners.configure(config)
+            sockets = self.listeners.acquire(config.server)
         except (ConfigError, OSError) as exc:
             logger.error("reload aborted, still serving the previous configuration: %s", exc)
             self.core.last_reload = "failed (configuration)"
@@ -341,13 +326,29 @@ class Master:
             self.notifier.reloading("reloading")
             self.notifier.ready(self.core.status())
             return
-        self.previous_config, self.config = self.config, config
-        self.previous_worker_ids = self.worker_ids
-        self._set_worker_ids(ids)
-        self.core.timeouts = timeouts(config)
-        with contextlib.suppress(ConfigError):
-            _logging.configure(config.logging)
-        self._execute(self.core.reload(worker_count(config), time.monotonic()))
+        self._give_metrics_dir(ids)  # new workers may run as another user
+        actions = self.core.reload(worker_count(config), time.monotonic())
+        pending = self.core.pending
+        assert pending is not None
+        self.deployments = {g: d for g, d in self.deployments.items() if g == self.core.generation}
+        self.deployments[pending.generation] = Deployment(pending.generation, config, ids, sockets)
+        self._execute(actions)
+
+    def _reload_done(self, success: bool, generation: int) -> None:
+        deployment = self.deployments.pop(generation, None)
+        if success and deployment is not None:
+            self.deployments = {generation: deployment}
+            self.config, self.worker_ids = deployment.config, deployment.worker_ids
+            self.core.timeouts = timeouts(deployment.config)
+            try:
+                _logging.configure(deployment.config.logging)
+            except ConfigError as exc:  # its workers booted with it: a race with an edit
+                logger.error("cannot apply the new logging configuration: %s", exc)
+        else:
+            self._give_metrics_dir(self.worker_ids)
+        self.metrics.reloaded(success)
+        keep = [sock for d in self.deployments.values() for sock in d.sockets]
+        self.listeners.release(keep)
 
     def _read_channel(self, pid: int) -> None:
         channel = self.channels.get(pid)
@@ -433,8 +434,13 @@ class Master:
         for action in actions:
             if isinstance(action, _core.Spawn):
                 self._spawn(action.slot, action.generation)
+            elif isinstance(action, _core.Drain):
+                self._drain(action.pid, action.restart)
             elif isinstance(action, _core.Kill):
                 self._kill(action.pid, action.signal)
+            elif isinstance(action, _core.StopListening):
+                self.deployments.clear()
+                self.listeners.close()
             elif isinstance(action, _core.Log):
                 getattr(logger, action.level)(action.message)
             elif isinstance(action, _core.Notify):
@@ -442,10 +448,7 @@ class Master:
             elif isinstance(action, _core.Restarted):
                 self.metrics.restarted(action.reason)
             elif isinstance(action, _core.ReloadDone):
-                self.metrics.reloaded(action.success)
-                if not action.success:  # the previous workers go on serving
-                    self.config = self.previous_config
-                    self._set_worker_ids(self.previous_worker_ids)
+                self._reload_done(action.success, action.generation)
             elif isinstance(action, _core.Exit):
                 if action.message:
                     print(f"asgid: error: {action.message}", file=sys.stderr, flush=True)
@@ -460,26 +463,27 @@ class Master:
         elif action.state == "STOPPING":
             self.notifier.stopping(action.status)
 
-    def _kill(self, pid: int, signum: int) -> None:
-        # The core asks for a drain as SIGTERM (shutdown) or SIGUSR2 (replacement).
-        # It travels over the worker's channel instead, so that a SIGTERM or ^C
-        # sent to the whole process group (systemd's default KillMode, a
-        # terminal) is decided by the master alone: workers ignore both.
+    def _drain(self, pid: int, restart: bool) -> None:
+        # Over the worker's channel, not as a signal: a SIGTERM or ^C sent to
+        # the whole process group (systemd's default KillMode, a terminal) is
+        # decided by the master alone, and workers ignore both.
         channel = self.channels.get(pid)
-        if signum in (signal.SIGTERM, signal.SIGUSR2) and channel is not None:
-            try:
-                channel.send(msg.encode(msg.DRAIN, restart=signum == signal.SIGUSR2))
-            except OSError:
-                pass  # gone or wedged: the kill deadline takes care of it
+        if channel is None:
             return
+        try:
+            channel.send(msg.encode(msg.DRAIN, restart=restart))
+        except OSError:
+            pass  # gone or wedged: the kill deadline takes care of it
+
+    def _kill(self, pid: int, signum: int) -> None:
         try:
             os.kill(pid, signum)
         except ProcessLookupError:
             pass
 
     def _spawn(self, slot: int, generation: int) -> None:
-        config = self.config
-        sockets = self.listeners.for_slot(slot)
+        deployment = self.deployments[generation]
+        config, sockets = deployment.config, deployment.sockets
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         # A signal that reaches the child before it has set up its own handlers
         # would run the master's (which does nothing there) and be lost: block
@@ -495,7 +499,13 @@ class Master:
             try:
                 parent.close()
                 self._close_in_child(keep=sockets)
-                worker_main(slot=slot, config=config, sockets=sockets, channel=child)
+                worker_main(
+                    slot=slot,
+                    config=config,
+                    sockets=sockets,
+                    channel=child,
+                    logging_changed=config.logging != self.config.logging,
+                )
             finally:
                 os._exit(1)
         child.close()
@@ -514,9 +524,9 @@ class Master:
                 os.close(fd)
         for channel in self.channels.values():
             channel.close()
-        kept = {sock.fileno() for sock in keep}
+        kept = {id(sock) for sock in keep}
         for sock in self.listeners.all():
-            if sock.fileno() not in kept:
+            if id(sock) not in kept:
                 sock.close()
         if self.metrics_server is not None:
             for client in self.metrics_server.clients.values():
@@ -533,17 +543,19 @@ class Master:
                 self.selector.unregister(channel)
             channel.close()
 
-    def _set_worker_ids(self, ids: tuple[int, int]) -> None:
+    def _give_metrics_dir(self, ids: tuple[int, int]) -> None:
         """Workers from now on run as ``ids``: hand them the metrics directory."""
-        if ids != self.worker_ids and self.metrics_dir:
+        if self.metrics_dir and ids != self._metrics_dir_ids:
             try:
                 _metrics.give_to_workers(self.metrics_dir, self._owns_metrics_dir, ids)
             except OSError as exc:
                 logger.error("cannot give the metrics directory to the workers' user: %s", exc)
-        self.worker_ids = ids
+            else:
+                self._metrics_dir_ids = ids
 
     def _start_metrics(self) -> None:
         self.metrics_dir, self._owns_metrics_dir = _metrics.setup_multiproc_dir(self.worker_ids)
+        self._metrics_dir_ids = self.worker_ids
         exporter = _metrics.Exporter(self.metrics, lambda: self.core, self.metrics_dir)
         try:
             self.metrics_server = _metrics.MetricsServer(

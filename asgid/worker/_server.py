@@ -117,13 +117,17 @@ class Worker:
             logger.info("listening on %s://%s", "https" if tls else "http", describe(sock))
         if on_ready is not None:
             on_ready()
+        # The tick goes on while draining: its heartbeats tell the master that
+        # a draining worker's loop still runs (a blocked one is killed).
         ticker = loop.create_task(self._tick())
         try:
             await self._stop.wait()
         finally:
-            ticker.cancel()
-            await self._drain()
-            await lifespan.shutdown()
+            try:
+                await self._drain()
+                await lifespan.shutdown()
+            finally:
+                ticker.cancel()
             self._report(0.0)  # the last counts, so the master loses none
 
     async def _tick(self) -> None:
