@@ -684,3 +684,59 @@ def test_an_old_worker_failing_to_boot_during_a_reload_does_not_abort_it() -> No
     (second,) = sim.starting(1)
     actions = sim.ready(second)
     assert of(ReloadDone, actions) == [ReloadDone(True, 2)]
+
+
+# -- reloads as one pending change ---------------------------------------------------------
+
+
+def test_a_failed_reload_moves_slots_already_replaced_back() -> None:
+    sim = Sim(2)
+    old = sim.up()
+    sim.do(sim.core.reload(2, sim.now))
+    (first_new,) = sim.starting(0)
+    sim.ready(first_new)  # slot 0 now runs the new code, its old worker drains
+    (second_new,) = sim.starting(1)
+    sim.core.boot_failed(second_new, 4, "SyntaxError")
+    actions = sim.exited(second_new, 4)
+    assert of(ReloadDone, actions) == [ReloadDone(False, 2)]
+    assert of(Spawn, actions) == [Spawn(0, 1)]  # slot 0 goes back, new before old
+    assert sim.core.generation == 1
+    assert sim.core.pending is None
+    (back,) = sim.starting(0)
+    assert drains(sim.ready(back)) == [(first_new, True)]
+    assert sim.serving() == sorted([back, old[1]])
+
+
+def test_a_reload_to_fewer_workers_retires_slots_when_it_commits() -> None:
+    sim = Sim(3)
+    old = sim.up()
+    actions = sim.do(sim.core.reload(1, sim.now))
+    assert drains(actions) == []  # nothing retires before the new code serves
+    (new,) = sim.starting(0)
+    actions = sim.ready(new)
+    assert sorted(drains(actions)) == [(pid, True) for pid in old]
+    assert of(ReloadDone, actions) == [ReloadDone(True, 2)]
+    assert sim.core.count == 1
+    assert sorted(sim.core.slots) == [0]
+
+
+def test_a_failed_reload_to_more_workers_retires_the_slots_it_added() -> None:
+    sim = Sim(1)
+    (old,) = sim.up()
+    sim.do(sim.core.reload(3, sim.now))
+    assert sim.core.count == 3
+    (new,) = sim.starting(0)
+    sim.core.boot_failed(new, 4, "ImportError")
+    actions = sim.exited(new, 4)
+    assert of(ReloadDone, actions) == [ReloadDone(False, 2)]
+    assert sim.core.count == 1
+    assert sim.serving() == [old]
+
+
+def test_scaling_waits_for_a_reload_to_finish() -> None:
+    sim = Sim(1)
+    sim.up()
+    sim.do(sim.core.reload(1, sim.now))
+    actions = sim.do(sim.core.scale(+1, sim.now))
+    assert "not scaling while a reload is in progress" in messages(actions)
+    assert sim.core.count == 1

@@ -241,6 +241,11 @@ class Supervisor:
                 return w
         return None
 
+    def queued(self, slot: int) -> bool:
+        """A replacement for ``slot`` waits its turn (one is started at a time)."""
+        jobs = [*self._queue, *([self._inflight] if self._inflight else [])]
+        return any(job.slot == slot for job in jobs)
+
     def counts(self) -> dict[str, int]:
         result = {s.value: 0 for s in (State.STARTING, State.READY, State.DRAINING)}
         for w in self.live():
@@ -377,10 +382,8 @@ class Supervisor:
         actions = [Log("error" if reason == CRASH else "warning", f"{name} {died}")]
         actions.append(Restarted(reason))
         if self.serving(worker.slot) is None and not self._replacement_starting(worker.slot):
-            job = _Replacement(
-                worker.slot, reason, None, self._successor_generation(worker.generation)
-            )
-            actions.append(self._spawn(job))
+            generation = self._successor_generation(worker.generation)
+            actions.append(self._respawn(slot, _Replacement(slot.index, reason, None, generation)))
         return actions + self._advance(now)
 
     # -- commands -------------------------------------------------------------
@@ -559,6 +562,11 @@ class Supervisor:
             if old.pid == new.replaces:
                 actions.append(Restarted(new.reason))
             actions += self._drain(old, now)
+        if self._rank(new) == (False, False):
+            # Started before a reload moved past its generation: serve for now,
+            # and move it on like the rest, new before old.
+            generation = self._successor_generation(new.generation)
+            self._queue.append(_Replacement(new.slot, RELOAD, new.pid, generation))
         return actions
 
     def _advance(self, now: float) -> list[Action]:
@@ -634,6 +642,10 @@ class Supervisor:
                 actions += self._retire(index, RELOAD, now)
         if not restore:
             return actions
+        for index in sorted(self.slots):  # emptied while the reload ran: start one now
+            if self._holder(index) is None:
+                job = _Replacement(index, CRASH, None, self.generation)
+                actions.append(self._respawn(self.slots[index], job))
         for worker in self.live():
             if (
                 worker.slot in self.slots
@@ -714,7 +726,20 @@ class Supervisor:
         worker.kill_at = now + self.timeouts.kill_grace
         return [Kill(worker.pid, signal.SIGQUIT)]
 
+    def _respawn(self, slot: Slot, job: _Replacement) -> Spawn:
+        """Start a worker for ``slot`` now: the one its backoff waits for, if any."""
+        if slot.respawn is not None:
+            job = slot.respawn
+        slot.respawn_at, slot.respawn = 0.0, None
+        return self._spawn(job)
+
     def _backoff(self, slot: Slot, now: float, job: _Replacement) -> list[Action]:
+        """Start ``job`` after a delay that doubles with each failure to boot in a row.
+
+        A slot waits for one job at a time: one already waiting is kept (it
+        may be the replacement the queue waits for).
+        """
+        job = slot.respawn or job
         slot.failures += 1
         delay = min(
             self.timeouts.backoff_cap, self.timeouts.backoff_base * 2 ** (slot.failures - 1)
