@@ -284,7 +284,7 @@ def test_loads_every_section(tmp_path: Path) -> None:
     assert config.logging.access_log is False
     # untouched settings keep their declared defaults
     assert config.http.timeout_keep_alive == 5.0
-    assert config.server.reuse_port is True
+    assert config.server.reuse_port is False
 
 
 def test_dotted_keys_at_the_top_level(tmp_path: Path) -> None:

@@ -102,8 +102,10 @@ class ServerSettings:
     )
     reuse_port: bool = setting(
         _kinds.BOOL,
-        True,
-        "Bind one SO_REUSEPORT socket per worker slot (Linux) instead of one shared socket.",
+        False,
+        "Set SO_REUSEPORT on the listening sockets, so that another process can bind the "
+        "same address (a second server, for a blue/green switch). Every worker shares one "
+        "socket per address either way.",
         "--reuse-port",
     )
     uds_mode: str = setting(

@@ -374,7 +374,8 @@ class Supervisor:
         if now - worker.ready_at < self.timeouts.boot_window and not worker.hung:
             after = now - worker.ready_at
             reason = f"died ({how}) {after:.1f}s after it became ready"
-            return self._failed_to_boot(worker, slot, f"{name} {reason}", now, reason=reason)
+            actions = self._failed_to_boot(worker, slot, f"{name} {reason}", now, reason=reason)
+            return [Restarted(CRASH), *actions] if self.ever_ready else actions
         # It served, then died (or was killed for hanging): replace it at once.
         slot.failures = 0
         reason = HANG if worker.hung else CRASH
