@@ -11,7 +11,7 @@ from typing import Any
 from . import _logging
 from ._limits import raise_nofile_limit
 from ._sockets import bind_all, make_ssl_context
-from .config import Config, load_config
+from .config import Config, ConfigError, load_config
 from .config._load import overrides_from_kwargs
 from .worker._types import ASGIApp
 
@@ -57,16 +57,34 @@ async def serve(
 
 
 def run(app: ASGIApp | str, *, config: str | None = None, **kwargs: Any) -> None:
-    """Serve ``app`` with one in-process worker, like ``uvicorn.run``.
+    """Serve ``app`` like ``uvicorn.run``: in this process, or as a master.
 
     Keyword arguments are the CLI's long flags in snake_case
     (``port=8001``, ``limit_concurrency=100``, ``log_level="debug"``), plus
-    uvicorn's ``host``/``port``/``uds``/``fd``; ``config`` names a TOML file.
+    uvicorn's ``host``/``port``/``uds``/``fd`` and ``reload_dirs``-style
+    names; ``config`` names a TOML file. With ``workers`` above 1 or
+    ``reload=True`` this process becomes the master and forks the workers,
+    as the ``asgid`` command does; ``app`` must then be an import string.
+    Returns when the server stops; raises ``SystemExit`` with the command's
+    exit status if it stopped on an error.
     """
     overrides = overrides_from_kwargs(kwargs)
     overrides["app.target"] = app if isinstance(app, str) else "__main__:app"
     settings = load_config(config, overrides)
     _logging.configure(settings.logging)
+    if settings.reload.enabled or settings.workers.count != 1:
+        if not isinstance(app, str):
+            raise ConfigError(
+                "workers and reload need the app as an import string, e.g. 'main:app'",
+                source="run()",
+                key="app",
+            )
+        from .supervisor import Master
+
+        code = Master(settings, config_path=config, overrides=overrides).run()
+        if code:
+            raise SystemExit(code)
+        return
     raise_nofile_limit()  # this process owns its limits, as the master does
     import uvloop
 

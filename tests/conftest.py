@@ -328,7 +328,11 @@ class RawConnection:
         if rcvbuf:  # before connect(), so that the TCP window starts small
             self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.settimeout(timeout)
-        self.sock.connect(address)
+        try:
+            self.sock.connect(address)
+        except OSError:
+            self.sock.close()
+            raise
         self.buffer = b""
 
     def __enter__(self) -> RawConnection:

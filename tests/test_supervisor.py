@@ -32,12 +32,19 @@ FAST = ("--timeout-graceful-shutdown", "5", "--timeout", "5", "--no-access-log")
 
 
 def worker_pids(server: Server) -> set[int]:
-    """The master's live children: its workers (draining ones included)."""
+    """The master's live workers (draining ones included; not --reload's watcher)."""
     try:
         children = psutil.Process(server.pid).children()
     except psutil.NoSuchProcess:
         return set()
-    return {c.pid for c in children if _alive(c.pid)}
+    return {c.pid for c in children if _alive(c.pid) and not _is_watcher(c)}
+
+
+def _is_watcher(process: psutil.Process) -> bool:
+    try:
+        return "asgid: watcher" in " ".join(process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _alive(pid: int) -> bool:

@@ -367,6 +367,10 @@ def keyword_names() -> dict[str, str]:
                 names.setdefault(flag[2:].replace("-", "_"), info.path)
     names.setdefault("app_dir", "app.app_dir")
     names.setdefault("headers", "http.headers")  # uvicorn.run(headers=[(name, value)])
+    # uvicorn.run(reload_dirs=[...], reload_includes=..., reload_excludes=...)
+    names.setdefault("reload_dirs", "reload.dirs")
+    names.setdefault("reload_includes", "reload.include")
+    names.setdefault("reload_excludes", "reload.exclude")
     return names
 
 

@@ -402,6 +402,45 @@ class ProcessSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ReloadSettings:
+    enabled: bool = setting(
+        _kinds.BOOL,
+        False,
+        "Development: watch the source files and do a rolling reload when one changes "
+        "(new workers before old ones go; a change that breaks the app keeps the old ones).",
+        "--reload",
+    )
+    dirs: tuple[str, ...] = setting(
+        _kinds.STR_LIST,
+        (),
+        "Directories to watch; empty = `app.app_dir` and the working directory. CLI: repeatable.",
+        "--reload-dir",
+    )
+    include: tuple[str, ...] = setting(
+        _kinds.STR_LIST,
+        (),
+        "Glob patterns of file names that trigger a reload, added to `*.py`. CLI: repeatable.",
+        "--reload-include",
+    )
+    exclude: tuple[str, ...] = setting(
+        _kinds.STR_LIST,
+        (),
+        "Glob patterns of files or directories never watched, added to the defaults: "
+        "`.*` (dot-files: `.git`, `.venv`, editor swap files), `*~`, `*.py[cod]`, "
+        "`__pycache__`, `venv`, `site-packages`, `node_modules`. A pattern also listed "
+        "in `include` is watched. CLI: repeatable.",
+        "--reload-exclude",
+    )
+    delay: float = setting(
+        _kinds.FLOAT,
+        0.25,
+        "Seconds without a new change before a burst of changes reloads (once).",
+        "--reload-delay",
+        minimum=0,
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole configuration: one frozen section per TOML table."""
 
@@ -413,6 +452,7 @@ class Config:
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     process: ProcessSettings = field(default_factory=ProcessSettings)
+    reload: ReloadSettings = field(default_factory=ReloadSettings)
 
     def replace(self, **sections: Any) -> Config:
         return dataclasses.replace(self, **sections)

@@ -33,6 +33,7 @@ from . import _messages as msg
 from ._child import preload, worker_main
 from ._privileges import worker_ids, writable_by
 from ._systemd import Notifier, listen_fds
+from ._watch import Spec, Watcher
 
 logger = logging.getLogger("asgid.error")
 
@@ -179,6 +180,7 @@ class Master:
         self.metrics_server: _metrics.MetricsServer | None = None
         self.worker_ids = (-1, -1)  # (uid, gid) of [process].user/group; -1: the master's
         self.deployments: dict[int, Deployment] = {}  # the committed and the pending one
+        self.watcher: Watcher | None = None  # --reload
 
     # -- running ------------------------------------------------------------------
 
@@ -223,6 +225,7 @@ class Master:
                 self.core.generation, self.config, self.worker_ids, sockets
             )
             self._execute(actions)
+            self._sync_watcher()
             while self.exit_code is None:
                 self._step()
         finally:
@@ -276,7 +279,50 @@ class Master:
                 handler(self)
 
     def handle_sighup(self) -> None:
+        logger.info("SIGHUP: reloading %s", self.config_path or "the configuration")
         self.reload()
+
+    def _on_files_changed(self, mask: int) -> None:
+        assert self.watcher is not None
+        events = self.watcher.read()
+        if events is None:
+            logger.error("the file watcher exited; files are no longer watched")
+            self._stop_watcher()
+            return
+        for event in events:
+            if "watching" in event:
+                logger.info("watching %s for changes", ", ".join(event["watching"]))
+        changed = sorted({path for event in events for path in event.get("changed", ())})
+        if not changed or self.core.stopping:
+            return
+        shown = ", ".join(changed[:5]) + (
+            f" and {len(changed) - 5} more" if len(changed) > 5 else ""
+        )
+        logger.info("changed: %s; reloading", shown)
+        self.reload()
+
+    def _sync_watcher(self) -> None:
+        """Run the --reload watcher the committed configuration asks for (or none)."""
+        wanted = (
+            Spec.from_config(self.config, self.config_path) if self.config.reload.enabled else None
+        )
+        if self.watcher is not None and (wanted is None or wanted != self.watcher.spec):
+            self._stop_watcher()
+        if wanted is None or self.watcher is not None:
+            return
+        if self.config.process.user or self.notifier.enabled:
+            logger.warning("--reload is a development feature; this looks like a deployment")
+        self.watcher = Watcher(wanted)
+        self.watcher.start()
+        self.selector.register(self.watcher.fileno(), selectors.EVENT_READ, self._on_files_changed)
+
+    def _stop_watcher(self) -> None:
+        if self.watcher is None:
+            return
+        with contextlib.suppress(KeyError, ValueError):
+            self.selector.unregister(self.watcher.fileno())
+        self.watcher.stop()
+        self.watcher = None
 
     def handle_sigterm(self) -> None:
         self._execute(self.core.shutdown(time.monotonic(), graceful=True))
@@ -310,7 +356,6 @@ class Master:
         worker. Until then the old workers serve, and replacements for them
         keep the old configuration and listeners.
         """
-        logger.info("SIGHUP: reloading %s", self.config_path or "the configuration")
         if self.core.stopping:
             return
         try:
@@ -344,6 +389,7 @@ class Master:
                 _logging.configure(deployment.config.logging)
             except ConfigError as exc:  # its workers booted with it: a race with an edit
                 logger.error("cannot apply the new logging configuration: %s", exc)
+            self._sync_watcher()
         else:
             self._give_metrics_dir(self.worker_ids)
         self.metrics.reloaded(success)
@@ -392,6 +438,8 @@ class Master:
                 return
             if pid == 0:
                 return
+            if self.watcher is not None and pid == self.watcher.pid:
+                continue  # its pipe's end tells the loop
             # Read what the worker said last (READY/BOOT_FAILED) before its exit.
             if pid in self.channels:
                 self._read_channel(pid)
@@ -441,6 +489,7 @@ class Master:
             elif isinstance(action, _core.StopListening):
                 self.deployments.clear()
                 self.listeners.close()
+                self._stop_watcher()
             elif isinstance(action, _core.Log):
                 getattr(logger, action.level)(action.message)
             elif isinstance(action, _core.Notify):
@@ -532,6 +581,9 @@ class Master:
             for client in self.metrics_server.clients.values():
                 client.sock.close()
             self.metrics_server.sock.close()
+        if self.watcher is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.watcher.fileno())
         self.selector.close()
         self.notifier.close()
 
@@ -614,6 +666,7 @@ class Master:
             )
 
     def _cleanup(self) -> None:
+        self._stop_watcher()
         for pid in list(self.channels):
             self._kill(pid, signal.SIGKILL)
         deadline = time.monotonic() + 5
