@@ -288,3 +288,50 @@ def test_run_with_reload_needs_an_import_string() -> None:
 
     with pytest.raises(ConfigError, match="import string"):
         asgid.run(app, reload=True)
+
+
+WS_APP = """
+VERSION = {version!r}
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            await send({{"type": message["type"] + ".complete"}})
+            if message["type"] == "lifespan.shutdown":
+                return
+    if scope["type"] == "websocket":
+        await receive()
+        await send({{"type": "websocket.accept"}})
+        while True:
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            await send({{"type": "websocket.send", "text": VERSION}})
+    await send({{"type": "http.response.start", "status": 200, "headers": []}})
+    await send({{"type": "http.response.body", "body": VERSION.encode()}})
+"""
+
+
+def test_open_websockets_get_1012_and_do_not_hold_the_reload(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    (tmp_path / "live.py").write_text(WS_APP.format(version="one"))
+    server = start_live(start_server, tmp_path)
+    wait_for_log(server, "watching")
+    with connect(f"ws://{server.host}:{server.port}/ws", open_timeout=10) as ws:
+        ws.send("version?")
+        assert ws.recv(timeout=5) == "one"
+        (tmp_path / "live.py").write_text(WS_APP.format(version="two"))
+        serves(server, "two")  # the new worker serves while the old one drains
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd is not None
+    assert closed.value.rcvd.code == 1012  # service restart: reconnect
+    with connect(f"ws://{server.host}:{server.port}/ws", open_timeout=10) as ws:
+        ws.send("version?")
+        assert ws.recv(timeout=5) == "two"
