@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import time
@@ -214,3 +215,54 @@ def test_100_continue_with_httpx(server):
         server.url + "/expect", content=b"abc", headers={"Expect": "100-continue"}
     )
     assert response.text == "got 3"
+
+
+FORBIDDEN_IN_TRAILERS = [
+    b"host: evil.example",
+    b"authorization: Bearer stolen",
+    b"cookie: session=other",
+    b"content-type: text/evil",
+    b"x-forwarded-for: 10.0.0.1",
+    b"x-injected: 1",
+]
+
+
+@pytest.mark.parametrize("trailer", [b"content-length: 0", b"transfer-encoding: chunked"])
+def test_framing_fields_in_trailers_are_a_bad_request(server, trailer):
+    with connect(server) as conn:
+        conn.send(
+            b"POST /headers-after-body HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n\r\n"
+        )
+        response = conn.read_response()
+    assert response.status == 400  # llhttp refuses them (a smuggling attempt)
+
+
+@pytest.mark.parametrize("trailer", FORBIDDEN_IN_TRAILERS)
+def test_request_trailers_never_join_the_headers(server, trailer):
+    with connect(server) as conn:
+        conn.send(
+            b"POST /headers-after-body HTTP/1.1\r\nHost: good.example\r\n"
+            b"Authorization: Bearer mine\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n" + trailer + b"\r\n\r\n"
+        )
+        response = conn.read_response()
+    assert response.status == 200
+    headers = [tuple(pair) for pair in json.loads(response.body)]
+    assert headers == [
+        ("host", "good.example"),
+        ("authorization", "Bearer mine"),
+        ("transfer-encoding", "chunked"),
+    ]
+
+
+def test_a_flood_of_trailer_fields_is_refused(server):
+    trailers = b"".join(b"x-t%d: 1\r\n" % i for i in range(500))
+    with connect(server) as conn:
+        conn.send(
+            b"POST /headers-after-body HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked\r\n\r\n"
+            b"5\r\nhello\r\n0\r\n" + trailers + b"\r\n"
+        )
+        response = conn.read_response()
+    assert response.status in (200, 431)  # the answer may already be on its way
+    assert len(response.body) < 1000

@@ -75,6 +75,7 @@ class HttpProtocol(asyncio.Protocol):
         "scheme",
         "server",
         "state",
+        "trailer_fields",
         "transport",
         "upgrade",
         "url",
@@ -97,6 +98,7 @@ class HttpProtocol(asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
         self.head_bytes = _NO_HEAD
+        self.trailer_fields = 0
         self.cycle: Cycle | None = None  # the request whose bytes are being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
         self.pipeline: deque[Cycle] = deque()
@@ -236,6 +238,7 @@ class HttpProtocol(asyncio.Protocol):
         self.method = b""
         self.headers = []
         self.head_size = 0
+        self.trailer_fields = 0
         self.head_bytes = _HEAD_BEGUN
         self.deadline = self.loop.time() + self.state.timeout_request_header
 
@@ -248,13 +251,23 @@ class HttpProtocol(asyncio.Protocol):
         self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        headers = self.headers
         value = value.rstrip(b" \t")  # httptools keeps trailing whitespace (RFC 9112 5.1)
-        headers.append((name.lower(), value))
         self.head_size += len(name) + len(value) + 4
         state = self.state
         if self.head_size > state.max_header_size:
             raise BadRequest("request header fields too large", status=431)
+        if self.head_bytes == _NO_HEAD:
+            # Past the head: a trailer field after a chunked body. It must never
+            # join the header section the app already holds (RFC 9110 6.5.1:
+            # `host` or `authorization` sent there would change the request
+            # after the fact); ASGI has no way to pass request trailers on, so
+            # they are counted against the limits and dropped.
+            self.trailer_fields += 1
+            if self.trailer_fields > state.max_headers:
+                raise BadRequest("too many trailer fields", status=431)
+            return
+        headers = self.headers
+        headers.append((name.lower(), value))
         if len(headers) > state.max_headers:
             raise BadRequest("too many header fields", status=431)
 

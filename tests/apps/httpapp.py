@@ -120,6 +120,16 @@ async def r_echo(scope, receive, send, args):
     await respond(send, body=body, headers=[(b"x-messages", str(len(messages)).encode())])
 
 
+async def r_headers_after_body(scope, receive, send, args):
+    """Read the whole body, then answer the scope's headers as JSON."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect" or not message.get("more_body"):
+            break
+    body = json.dumps([[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]])
+    await respond(send, body=body.encode(), headers=[(b"content-type", b"application/json")])
+
+
 async def r_slow_read(scope, receive, send, args):
     """Wait ``hold`` seconds before reading anything, then read it all."""
     log("EVENT slow-read started")
@@ -326,6 +336,7 @@ async def r_log_stderr(scope, receive, send, args):
 ROUTES = {
     "/scope": r_scope,
     "/echo": r_echo,
+    "/headers-after-body": r_headers_after_body,
     "/slow-read": r_slow_read,
     "/expect": r_expect,
     "/no-read": r_no_read,
