@@ -22,7 +22,10 @@ BAD_REQUESTS = {
     "asterisk-post": (b"POST * HTTP/1.1\r\n" + H + b"Content-Length: 0\r\n\r\n", 400),
     # method
     "invalid-method-char": (b"G@T / HTTP/1.1\r\n" + H + b"\r\n", 400),
-    "lower-case-method": (b"get / HTTP/1.1\r\n" + H + b"\r\n", 400),
+    # RFC 9110 9.1: a well-formed method the server does not know is 501
+    # (methods are case-sensitive: `get` is not GET).
+    "lower-case-method": (b"get / HTTP/1.1\r\n" + H + b"\r\n", 501),
+    "unknown-method": (b"FROBNICATE / HTTP/1.1\r\n" + H + b"\r\n", 501),
     # version
     "http-2.0": (b"GET / HTTP/2.0\r\n" + H + b"\r\n", 505),
     "http-1.2": (b"GET / HTTP/1.2\r\n" + H + b"\r\n", 505),
@@ -72,9 +75,9 @@ BAD_REQUESTS = {
         b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: chunked, gzip\r\n\r\nhello",
         400,
     ),
-    "te-gzip-chunked": (
+    "te-gzip-chunked": (  # RFC 9112 6.1: a coding it does not implement is 501
         b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
-        400,
+        501,
     ),
     "te-identity": (b"POST / HTTP/1.1\r\n" + H + b"Transfer-Encoding: identity\r\n\r\n", 400),
     "te-twice": (

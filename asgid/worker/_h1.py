@@ -117,6 +117,7 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
         raise BadRequest(f"HTTP/{version} is not supported", status=505)
     head = RequestHead()
     hosts = 0
+    codings: list[bytes] = []
     for name, value in headers:
         if name == b"host":
             hosts += 1
@@ -126,11 +127,7 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
                 if len(_VALID_HOSTS) < 256:
                     _VALID_HOSTS.add(value)  # clients repeat their Host on every request
         elif name == b"transfer-encoding":
-            if head.chunked or value.strip().lower() != b"chunked":
-                raise BadRequest("unsupported transfer coding (only a single 'chunked' is)")
-            if version == "1.0":
-                raise BadRequest("chunked transfer coding is not allowed in HTTP/1.0")
-            head.chunked = True
+            codings += [c for c in (part.strip().lower() for part in value.split(b",")) if c]
         elif name == b"content-length":
             head.content_length = value
         elif name == b"expect":
@@ -140,11 +137,49 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
             head.trailers = b"trailers" in value.lower()
         elif name == b"upgrade":
             head.upgrade = value.lower()
+    if codings:
+        _check_codings(version, codings)
+        head.chunked = True
     if hosts > 1:
         raise BadRequest("more than one Host header")
     if hosts == 0 and version == "1.1":
         raise BadRequest("HTTP/1.1 request without a Host header")
     return head
+
+
+# The methods llhttp parses; any other is refused by httptools before asgid sees it.
+_PARSED_METHODS = frozenset(
+    b"DELETE GET HEAD POST PUT CONNECT OPTIONS TRACE COPY LOCK MKCOL MOVE PROPFIND "
+    b"PROPPATCH SEARCH UNLOCK BIND REBIND UNBIND ACL REPORT MKACTIVITY CHECKOUT MERGE "
+    b"M-SEARCH NOTIFY SUBSCRIBE UNSUBSCRIBE PATCH PURGE MKCALENDAR LINK UNLINK SOURCE "
+    b"QUERY".split()
+)
+_METHOD_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110 9.1)
+
+
+def unknown_method(data: bytes) -> bool:
+    """Whether a request httptools refused for its method begins ``data`` with a
+    well-formed method it does not know (501, RFC 9110 9.1) rather than garbage
+    (400). When the refused request is not the first in ``data`` (pipelined),
+    this says False and the answer stays 400."""
+    method = data.split(b" ", 1)[0]
+    return bool(_METHOD_RE.fullmatch(method)) and method not in _PARSED_METHODS
+
+
+def _check_codings(version: str, codings: list[bytes]) -> None:
+    """Transfer codings (RFC 9112 6.1): a lone, final ``chunked`` is what asgid reads.
+
+    ``chunked`` missing, not last, or twice leaves the body's end unknown:
+    400. Other codings before it (``gzip, chunked``) are well formed but not
+    implemented: 501.
+    """
+    if version == "1.0":
+        raise BadRequest("transfer codings are not allowed in HTTP/1.0")
+    if codings[-1] != b"chunked" or codings.count(b"chunked") > 1:
+        raise BadRequest("the final transfer coding must be a single 'chunked'")
+    if len(codings) > 1:
+        unknown = b", ".join(codings[:-1]).decode("latin-1")
+        raise BadRequest(f"transfer coding {unknown!r} is not implemented", status=501)
 
 
 def http_date(epoch: float) -> bytes:

@@ -25,7 +25,14 @@ import httptools
 
 from .._exceptions import ClientDisconnected
 from ._access import format_client
-from ._h1 import BadRequest, InvalidMessage, Response, check_head, split_target
+from ._h1 import (
+    BadRequest,
+    InvalidMessage,
+    Response,
+    check_head,
+    split_target,
+    unknown_method,
+)
 from ._proxy import apply_proxy_headers
 from ._transport import reset
 from ._types import Message
@@ -188,7 +195,10 @@ class HttpProtocol(asyncio.Protocol):
         except httptools.HttpParserInvalidMethodError:
             if self._after_last_request():
                 return
-            self.fail(400, "invalid method")
+            if unknown_method(data):
+                self.fail(501, "method not implemented")  # RFC 9110 9.1
+            else:
+                self.fail(400, "invalid method")
         except httptools.HttpParserError as exc:
             if self._after_last_request():
                 return  # RFC 9112 9.6: what follows a closing request is not read
