@@ -1,9 +1,14 @@
-"""asgid: a process manager with embedded ASGI workers."""
+"""asgid: a process manager with embedded ASGI workers.
+
+``Config``, ``Server`` and ``run`` are uvicorn's programmatic API under the
+same names; ``load_config`` builds asgid's settings object
+(``asgid.config.Config``) from a TOML file, the environment and overrides.
+"""
 
 from ._exceptions import AppLoadError, ClientDisconnected, LifespanFailure
-from ._run import run, serve
+from ._run import Config, Server, run, serve
 from ._version import __version__
-from .config import Config, ConfigError, load_config
+from .config import ConfigError, load_config
 
 __all__ = [
     "AppLoadError",
@@ -11,6 +16,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "LifespanFailure",
+    "Server",
     "__version__",
     "load_config",
     "run",

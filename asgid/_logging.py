@@ -1,18 +1,27 @@
-"""Logging setup: levels (with ``trace``), text or JSON lines, dictConfig files.
+"""Logging setup: levels (with ``trace``), text or JSON lines, or the user's config.
 
 Loggers: ``asgid.error`` for everything about the server and ``asgid.access``
 for one line per request. Every line carries the process id and, in workers,
 the slot, so lines from many workers can be told apart.
+
+A user's logging config (a dictConfig as JSON, TOML, YAML or a dict from
+``asgid.run(log_config=...)``, or an INI ``fileConfig``) replaces asgid's
+setup. One written for uvicorn configures ``uvicorn.error`` and
+``uvicorn.access``: asgid's lines then go to those loggers (and their
+handlers and formatters, uvicorn's own included), unless the config names
+asgid's loggers too.
 """
 
 from __future__ import annotations
 
+import configparser
 import json
 import logging
 import logging.config
 import re
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from .config import ConfigError, LoggingSettings
@@ -65,16 +74,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(data, default=str)
 
 
-def configure(settings: LoggingSettings) -> None:
-    """Install asgid's handlers, or the user's dictConfig file instead."""
-    if settings.config:
-        try:
-            logging.config.dictConfig(_read_dict_config(settings.config))
-        except (ValueError, TypeError, AttributeError, ImportError) as exc:
-            # dictConfig wraps most problems in ValueError("Unable to configure ...")
-            raise ConfigError(
-                f"invalid logging config: {exc}", source=settings.config, key="logging.config"
-            ) from None
+def configure(settings: LoggingSettings, *, config: Mapping[str, Any] | None = None) -> None:
+    """Install asgid's handlers, or the user's logging config instead.
+
+    ``config`` is a dictConfig mapping given in code (``log_config={...}``);
+    otherwise ``settings.config`` names a file.
+    """
+    if config is not None or settings.config:
+        if config is not None:
+            named = _dict_config(dict(config), source="log_config")
+        elif settings.config.endswith((".ini", ".cfg", ".conf")):
+            named = _file_config(settings.config)
+        else:
+            named = _dict_config(_read_dict_config(settings.config), source=settings.config)
+        _forward_to_uvicorn_loggers(named)
         return
     level = TRACE if settings.level == "trace" else getattr(logging, settings.level.upper())
     handler = logging.StreamHandler(sys.stderr)
@@ -91,11 +104,103 @@ def configure(settings: LoggingSettings) -> None:
     logging.getLogger("asgid.access").disabled = not settings.access_log
 
 
+def _dict_config(data: dict[str, Any], *, source: str) -> set[str]:
+    """Apply a dictConfig; the logger names it configures."""
+    data.setdefault("version", 1)
+    data.setdefault("disable_existing_loggers", False)
+    try:
+        logging.config.dictConfig(data)
+    except (ValueError, TypeError, AttributeError, ImportError) as exc:
+        # dictConfig wraps most problems in ValueError("Unable to configure ...")
+        raise ConfigError(
+            f"invalid logging config: {exc}", source=source, key="logging.config"
+        ) from None
+    loggers = data.get("loggers")
+    return set(loggers) if isinstance(loggers, dict) else set()
+
+
+def _file_config(path: str) -> set[str]:
+    """Apply an INI logging config (``logging.config.fileConfig``); the loggers it names."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+        logging.config.fileConfig(parser, disable_existing_loggers=False)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read the logging config: {exc.strerror}", source=path, key="logging.config"
+        ) from None
+    except (configparser.Error, KeyError, ValueError, TypeError, ImportError) as exc:
+        detail = f"missing section {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise ConfigError(
+            f"invalid logging config: {detail}", source=path, key="logging.config"
+        ) from None
+    return {
+        parser.get(f"logger_{key.strip()}", "qualname", fallback=key.strip())
+        for key in parser.get("loggers", "keys", fallback="").split(",")
+        if key.strip()
+    }
+
+
+# asgid's logger -> the uvicorn loggers a config written for uvicorn has, in order.
+_UVICORN_NAMES = {
+    "asgid.error": ("uvicorn.error", "uvicorn"),
+    "asgid.access": ("uvicorn.access",),
+}
+
+
+def _forward_to_uvicorn_loggers(named: set[str]) -> None:
+    for ours, theirs in _UVICORN_NAMES.items():
+        target = next((name for name in theirs if name in named), None)
+        logger = logging.getLogger(ours)
+        if ours in named or target is None:
+            continue
+        destination = logging.getLogger(target)
+        handler = _Forward(destination, access=ours == "asgid.access")
+        logger.handlers[:] = [handler]
+        logger.propagate = False
+        logger.disabled = destination.disabled
+        logger.setLevel(destination.getEffectiveLevel())
+
+
+class _Forward(logging.Handler):
+    """Hands asgid's records to a uvicorn logger (its handlers and formatters).
+
+    Access records are given uvicorn's layout, so that its ``AccessFormatter``
+    (which reads ``args``) formats them as it would its own.
+    """
+
+    def __init__(self, destination: logging.Logger, *, access: bool) -> None:
+        super().__init__()
+        self.destination = destination
+        self.access = access
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.access and hasattr(record, "status"):
+            fields = vars(record)
+            record = logging.makeLogRecord(fields)
+            record.msg = '%s - "%s %s HTTP/%s" %d'
+            record.args = (
+                fields["client"],
+                fields["method"],
+                fields["path"] + fields["query"],
+                fields["http_version"],
+                fields["status"],
+            )
+        record.name = self.destination.name
+        self.destination.handle(record)
+
+
 def _read_dict_config(path: str) -> dict[str, Any]:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-        data = tomllib.loads(raw.decode("utf-8")) if path.endswith(".toml") else json.loads(raw)
+        if path.endswith(".toml"):
+            data = tomllib.loads(raw.decode("utf-8"))
+        elif path.endswith((".yaml", ".yml")):
+            data = _load_yaml(raw, path)
+        else:
+            data = json.loads(raw)
     except OSError as exc:
         raise ConfigError(
             f"cannot read the logging config: {exc.strerror}", source=path, key="logging.config"
@@ -118,9 +223,28 @@ def _read_dict_config(path: str) -> dict[str, Any]:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a dictConfig mapping", source=path, key="logging.config")
-    data.setdefault("version", 1)
-    data.setdefault("disable_existing_loggers", False)
     return data
+
+
+def _load_yaml(raw: bytes, path: str) -> Any:
+    try:
+        import yaml
+    except ImportError:
+        raise ConfigError(
+            "a YAML logging config needs PyYAML: pip install 'asgid[yaml]' (or PyYAML)",
+            source=path,
+            key="logging.config",
+        ) from None
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        raise ConfigError(
+            f"invalid YAML: {getattr(exc, 'problem', None) or exc}",
+            source=path,
+            key="logging.config",
+            line=mark.line + 1 if mark is not None else None,
+        ) from None
 
 
 def reopen_files() -> None:
