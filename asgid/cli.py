@@ -21,7 +21,7 @@ from . import _logging
 from ._exceptions import AppLoadError, LifespanFailure
 from ._version import __version__
 from .config import Config, ConfigError, iter_settings, load_config
-from .config._load import bind_from_uvicorn
+from .config._load import bind_from_uvicorn, unknown_environment
 from .supervisor import Master
 
 EXIT_OK = 0
@@ -123,6 +123,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    for warning in unknown_environment():
+        print(f"asgid: warning: {warning}", file=sys.stderr)
     try:
         overrides = overrides_from_args(args)
         config = load_config(args.config, overrides)

@@ -406,6 +406,43 @@ def test_env_file_variables_reach_the_app(tmp_path: Path, start_server: StartSer
     }
 
 
+def test_env_file_never_overrides_the_environment(
+    tmp_path: Path, start_server: StartServer
+) -> None:
+    env_file = tmp_path / "app.env"
+    env_file.write_text(
+        'CFG_PLAIN=from the file\nCFG_QUOTED="a\\nb \\"c\\" ${CFG_PLAIN}"\n'
+        "CFG_EXPORTED='literal \\n $CFG_PLAIN'\n"
+    )
+    server = start_server(
+        APP,
+        "--env-file",
+        str(env_file),
+        app_dir=CFG_APPS,
+        env={"CFG_PLAIN": "from the shell"},
+    )
+    _, data = get_json(server.url)
+    assert data["env"]["CFG_PLAIN"] == "from the shell"  # as python-dotenv: the shell wins
+    assert data["env"]["CFG_QUOTED"] == 'a\nb "c" from the shell'
+    assert data["env"]["CFG_EXPORTED"] == "literal \\n $CFG_PLAIN"
+
+
+def test_unknown_asgid_variables_are_warned(tmp_path: Path) -> None:
+    result = run_asgid(
+        APP,
+        "--app-dir",
+        str(CFG_APPS),
+        "--check-config",
+        env={"ASGID_WORKER_COUNT": "3", "ASGID_WORKERS_COUNT": "2"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert (
+        "asgid: warning: $ASGID_WORKER_COUNT is not an asgid setting, ignored "
+        "(did you mean 'ASGID_WORKERS_COUNT'?)"
+    ) in result.stderr
+    assert "ASGID_WORKERS_COUNT is not" not in result.stderr
+
+
 def test_unix_socket(tmp_path: Path, start_server: StartServer) -> None:
     path = tmp_path / "asgid.sock"
     server = start_server(APP, "--uds", str(path), app_dir=CFG_APPS, no_bind=True, wait=False)

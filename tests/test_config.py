@@ -8,6 +8,7 @@ tested in ``test_cli.py`` against a real ``python -m asgid``; here the
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Any
 
@@ -539,3 +540,68 @@ def test_every_long_flag_is_a_run_keyword() -> None:
         for flag in info.meta.flags:
             if flag.startswith("--"):
                 assert names[flag[2:].replace("-", "_")] == info.path
+
+
+# -- WEB_CONCURRENCY and unknown ASGID_* variables ------------------------------------
+
+
+def test_web_concurrency_is_the_default_worker_count(tmp_path: Path) -> None:
+    target = {"app.target": "m:app"}
+    assert load_config(overrides=target, environ={"WEB_CONCURRENCY": "3"}).workers.count == 3
+    config = tmp_path / "server.toml"
+    config.write_text("[workers]\ncount = 5\n")
+    assert load_config(str(config), target, environ={"WEB_CONCURRENCY": "3"}).workers.count == 5
+    environ = {"WEB_CONCURRENCY": "3", "ASGID_WORKERS_COUNT": "4"}
+    assert load_config(overrides=target, environ=environ).workers.count == 4
+    flags = {**target, "workers.count": 6}
+    assert load_config(overrides=flags, environ=environ).workers.count == 6
+    with pytest.raises(ConfigError, match=r"\$WEB_CONCURRENCY: workers.count"):
+        load_config(overrides=target, environ={"WEB_CONCURRENCY": "many"})
+
+
+def test_unknown_asgid_variables_get_a_warning() -> None:
+    from asgid.config._load import unknown_environment
+
+    assert unknown_environment({"ASGID_WORKERS_COUNT": "2", "PATH": "/bin"}) == []
+    assert unknown_environment({"ASGID_HTTP_TIMEOUT_KEEPALIVE": "5"}) == [
+        "$ASGID_HTTP_TIMEOUT_KEEPALIVE is not an asgid setting, ignored "
+        "(did you mean 'ASGID_HTTP_TIMEOUT_KEEP_ALIVE'?)"
+    ]
+
+
+# -- env files, as python-dotenv reads them ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("A=1\n# comment\n\nexport B=2\n", {"A": "1", "B": "2"}),
+        ("A = spaced value  # comment\n", {"A": "spaced value"}),
+        ("A=no#comment\n", {"A": "no#comment"}),
+        ("A='single $X \\n'\n", {"A": "single $X \\n"}),
+        ('A="a\\nb\\t\\"c\\" \\\\"\n', {"A": 'a\nb\t"c" \\'}),
+        ('A="first\nsecond"\nB=2\n', {"A": "first\nsecond", "B": "2"}),
+        ("A=${X}/bin\nB=${A}:${NOPE:-fallback}\n", {"A": "/x/bin", "B": "/x/bin:fallback"}),
+        ("KEY_ONLY\nA=\n", {"A": ""}),
+        ("A=1\nA=2\n", {"A": "2"}),
+    ],
+)
+def test_env_file_syntax(text: str, expected: dict[str, str]) -> None:
+    from asgid.worker._app import parse_env
+
+    assert parse_env(text, {"X": "/x"}) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("A='never closed\n", "1: A: the ' quote is never closed"),
+        ("B=1\n1A=2\n", "2: expected KEY=value, got '1A=2'"),
+        ('A="x" y\n', "1: A: unexpected text after the closing quote"),
+    ],
+)
+def test_env_file_errors_name_the_line(text: str, message: str) -> None:
+    from asgid.worker._app import parse_env
+
+    with pytest.raises(ValueError, match=re.escape(message)):
+        parse_env(text, {})

@@ -1,6 +1,7 @@
 """Build a ``Config`` from a TOML file, the environment and CLI overrides.
 
-Precedence, lowest first: declared defaults, the TOML file, ``ASGID_<SECTION>_<KEY>``
+Precedence, lowest first: declared defaults, ``WEB_CONCURRENCY`` (the worker
+count uvicorn and gunicorn read), the TOML file, ``ASGID_<SECTION>_<KEY>``
 environment variables, CLI flags. Every problem becomes a ``ConfigError`` whose
 one-line message names the file, the line where it can be found, the key path
 and what was expected; nothing here prints or exits.
@@ -61,9 +62,18 @@ def load_config(
     """Read ``path`` (if any), apply environment and ``overrides``, validate."""
     values: dict[str, Any] = {}
     origins: dict[str, Origin] = {}  # where each value that is not a default came from
+    env = os.environ if environ is None else environ
+    concurrency = env.get("WEB_CONCURRENCY", "").strip()
+    if concurrency:
+        info = SETTINGS["workers.count"]
+        try:
+            values[info.path] = _check(info, info.meta.kind.from_text(concurrency))
+        except ValueError as exc:
+            raise ConfigError(str(exc), source="$WEB_CONCURRENCY", key=info.path) from None
+        origins[info.path] = ("$WEB_CONCURRENCY", None)
     if path:
         values.update(_read_toml(path, origins))
-    values.update(_read_environ(os.environ if environ is None else environ, origins))
+    values.update(_read_environ(env, origins))
     for key, value in (overrides or {}).items():
         values[key] = _check(SETTINGS[key], value, source="command line")
         origins[key] = ("command line", None)
@@ -152,6 +162,17 @@ def _read_environ(
         if origins is not None:
             origins[dotted] = (f"${name}", None)
     return values
+
+
+def unknown_environment(environ: Mapping[str, str] | None = None) -> list[str]:
+    """A warning for each ``ASGID_*`` variable that names no setting (a typo, usually)."""
+    environ = os.environ if environ is None else environ
+    names = {ENV_PREFIX + path.upper().replace(".", "_", 1) for path in SETTINGS}
+    return [
+        f"${name} is not an asgid setting, ignored{_suggest(name, names)}"
+        for name in sorted(environ)
+        if name.startswith(ENV_PREFIX) and name not in names
+    ]
 
 
 def _check(info: SettingInfo, value: Any, source: str = "") -> Any:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
+import re
 import sys
 import traceback
+from collections.abc import Mapping
 from typing import Any
 
 from .._exceptions import AppLoadError
@@ -20,28 +22,104 @@ from ._types import ASGIApp, Receive, Scope, Send
 
 
 def load_env_file(path: str) -> None:
-    """Set the variables of a dotenv-style file (``KEY=value`` lines)."""
+    """Set the variables of a dotenv file, as uvicorn (python-dotenv) does.
+
+    Variables already in the environment win: the file only fills in the
+    others.
+    """
     try:
         with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
+            text = f.read()
     except OSError as exc:
         raise AppLoadError(f"cannot read env_file {path!r}: {exc.strerror}") from None
-    for number, line in enumerate(lines, 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+    try:
+        values = parse_env(text, os.environ)
+    except ValueError as exc:
+        raise AppLoadError(f"{path}:{exc}") from None
+    for key, value in values.items():
+        os.environ.setdefault(key, value)
+
+
+_ENV_LINE = re.compile(r"[ \t]*(?:export[ \t]+)?([A-Za-z_][A-Za-z0-9_.-]*)[ \t]*(=)?[ \t]*")
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'", "$": "$", "0": "\0"}
+
+
+def parse_env(text: str, environ: Mapping[str, str]) -> dict[str, str]:
+    """The variables of a dotenv file's ``text`` (python-dotenv's syntax).
+
+    ``KEY=value``, ``export KEY=value``, ``# comments``; unquoted values end
+    at `` #``; 'single quotes' are literal; "double quotes" take escapes
+    (``\\n``, ``\\t``, ``\\"``...) and may span lines. ``${VAR}`` and
+    ``${VAR:-default}`` in unquoted and double-quoted values expand from the
+    environment first, then from the file's earlier lines. A key without
+    ``=`` sets nothing. A bad line raises ``ValueError("LINE: reason")``.
+    """
+    values: dict[str, str] = {}
+    position, line = 0, 1
+
+    def expand(value: str) -> str:
+        def one(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            found = environ.get(name, values.get(name))
+            return found if found else (default or "")
+
+        return _VARIABLE.sub(one, value)
+
+    while position < len(text):
+        end = text.find("\n", position)
+        end = len(text) if end < 0 else end
+        raw = text[position:end]
+        stripped = raw.strip()
+        if not stripped or stripped.startswith("#"):
+            position, line = end + 1, line + 1
             continue
-        if line.startswith("export "):
-            line = line[7:].lstrip()
-        key, sep, value = line.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise AppLoadError(f"{path}:{number}: expected KEY=value, got {line!r}")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
+        match = _ENV_LINE.match(text, position, end)
+        if match is None:
+            raise ValueError(f"{line}: expected KEY=value, got {stripped!r}")
+        key = match.group(1)
+        start = match.end()
+        if not match.group(2):
+            if text[start:end].strip():
+                raise ValueError(f"{line}: expected KEY=value, got {stripped!r}")
+            position, line = end + 1, line + 1
+            continue
+        quote = text[start : start + 1]
+        if quote in ("'", '"'):
+            close = start + 1
+            while True:
+                close = text.find(quote, close)
+                if close < 0:
+                    raise ValueError(f"{line}: {key}: the {quote} quote is never closed")
+                if quote == '"' and _escaped(text, close):
+                    close += 1
+                    continue
+                break
+            body = text[start + 1 : close]
+            value = body if quote == "'" else expand(_unescape(body))
+            rest_end = text.find("\n", close)
+            rest_end = len(text) if rest_end < 0 else rest_end
+            rest = text[close + 1 : rest_end].strip()
+            if rest and not rest.startswith("#"):
+                raise ValueError(f"{line}: {key}: unexpected text after the closing quote")
+            line += text.count("\n", position, rest_end) + 1
+            position = rest_end + 1
         else:
-            value = value.split(" #", 1)[0].rstrip()
-        os.environ[key] = value
+            value = expand(re.split(r"[ \t]+#", text[start:end], maxsplit=1)[0].strip())
+            position, line = end + 1, line + 1
+        values[key] = value
+    return values
+
+
+def _escaped(text: str, index: int) -> bool:
+    backslashes = 0
+    while index - backslashes - 1 >= 0 and text[index - backslashes - 1] == "\\":
+        backslashes += 1
+    return backslashes % 2 == 1
+
+
+def _unescape(body: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), "\\" + m.group(1)), body)
 
 
 def import_target(target: str) -> Any:
