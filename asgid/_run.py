@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 import threading
@@ -23,9 +24,10 @@ from ._limits import raise_nofile_limit
 from ._sockets import bind_all, make_ssl_context
 from .config import Config as Settings
 from .config import ConfigError, load_config
-from .config._load import overrides_from_kwargs
+from .config._load import overrides_from_kwargs, uvicorn_warnings
 from .worker._types import ASGIApp
 
+logger = logging.getLogger("asgid.error")
 EXIT_POLL_SECONDS = 0.1  # how often serve() looks at should_exit, as uvicorn does
 
 
@@ -56,6 +58,7 @@ class Config:
             self.log_config = log_config
         elif log_config:
             kwargs["log_config"] = str(log_config)
+        self.warnings = uvicorn_warnings(kwargs)
         self.overrides = overrides_from_kwargs(kwargs)
         self.overrides["app.target"] = app if isinstance(app, str) else "__main__:app"
         self.settings: Settings = load_config(config_file, self.overrides)
@@ -66,6 +69,7 @@ class Config:
         config.app, config.config_file, config.settings = app, None, settings
         config.log_config, config.configure_logging = None, False
         config.overrides = {"app.target": settings.app.target}
+        config.warnings = []
         return config
 
     # uvicorn's attributes that programs read back
@@ -89,6 +93,8 @@ class Config:
     def setup_logging(self) -> None:
         if self.configure_logging:
             _logging.configure(self.settings.logging, config=self.log_config)
+        for text in self.warnings:
+            logger.warning("%s", text)
 
 
 class Server:
@@ -125,9 +131,9 @@ class Server:
                 raise SystemExit(code)
             return
         raise_nofile_limit()  # this process owns its limits, as the master does
-        import uvloop
+        from .worker import run_loop
 
-        uvloop.run(self.serve(sockets))
+        run_loop(self.serve(sockets), settings.workers.loop)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         """Serve in the running event loop (one worker) until ``should_exit``."""

@@ -21,8 +21,10 @@ from . import _logging
 from ._exceptions import AppLoadError, LifespanFailure
 from ._version import __version__
 from .config import Config, ConfigError, iter_settings, load_config
-from .config._load import bind_from_uvicorn, unknown_environment
-from .supervisor import Master
+from .config import _uvicorn as uvicorn_options
+from .config._load import unknown_environment
+from .config._uvicorn import bind_from_uvicorn
+from .supervisor import Master, preflight
 
 EXIT_OK = 0
 EXIT_ERROR = 1
@@ -33,24 +35,32 @@ EXIT_APP_LOAD = 4
 logger = logging.getLogger("asgid.error")
 
 
+# Booleans that uvicorn takes with a value (``--ws-per-message-deflate false``);
+# asgid takes them with or without one. Every other boolean is a bare flag
+# with a ``--no-`` twin, so that ``--reload main:app`` reads as uvicorn's does.
+VALUE_BOOLEANS = frozenset({"--ws-per-message-deflate"})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asgid",
         description="A process manager with embedded ASGI workers.",
         epilog="Exit status: 0 ok, 1 error, 2 bad configuration, "
         "3 worker boot failed, 4 app import failed.",
+        allow_abbrev=False,  # --pid must not quietly mean --pidfile
     )
     parser.add_argument("app", nargs="?", metavar="APP", help="the ASGI app as module:attribute")
     parser.add_argument("-c", "--config", metavar="FILE", help="TOML configuration file")
     parser.add_argument(
         "--check-config",
         action="store_true",
-        help="validate the configuration and import the app, then exit",
+        help="check the configuration as a start would (users, TLS files, logging, the app), "
+        "then exit",
     )
     parser.add_argument("--version", action="version", version=f"asgid {__version__}")
     uvicorn = parser.add_argument_group("uvicorn-compatible listener flags")
-    uvicorn.add_argument("--host", help="bind to this host (with --port)")
-    uvicorn.add_argument("--port", type=int, help="bind to this port (with --host)")
+    uvicorn.add_argument("--host", help="bind to this host (with --port; default 127.0.0.1)")
+    uvicorn.add_argument("--port", type=int, help="bind to this port (with --host; default 8000)")
     uvicorn.add_argument("--uds", help="bind to this Unix socket path")
     uvicorn.add_argument("--fd", type=int, help="serve on this inherited file descriptor")
     groups: dict[str, argparse._ArgumentGroup] = {}
@@ -61,11 +71,25 @@ def build_parser() -> argparse.ArgumentParser:
         group = groups.get(info.section)
         if group is None:
             group = groups[info.section] = parser.add_argument_group(f"[{info.section}]")
-        help_text = meta.help.replace("%", "%%")
+        help_text = _help(meta.help, info.default, meta.choices)
         if meta.kind.name == "boolean":
-            group.add_argument(
-                *meta.flags, dest=info.path, action="store_const", const="true", help=help_text
-            )
+            if any(flag in VALUE_BOOLEANS for flag in meta.flags):
+                group.add_argument(
+                    *meta.flags,
+                    dest=info.path,
+                    nargs="?",
+                    const="true",
+                    metavar="BOOL",
+                    help=help_text,
+                )
+            else:
+                group.add_argument(
+                    *meta.flags,
+                    dest=info.path,
+                    action="store_const",
+                    const="true",
+                    help=help_text,
+                )
             negated = ["--no-" + f[2:] for f in meta.flags if f.startswith("--")]
             group.add_argument(
                 *negated,
@@ -83,16 +107,49 @@ def build_parser() -> argparse.ArgumentParser:
                 choices=meta.choices or None,
                 help=help_text,
             )
-    # uvicorn flags asgid accepts for compatibility and ignores: it always runs
-    # uvloop + httptools + websockets, negotiates the newest TLS version and never colours logs.
-    parser.add_argument("--loop", choices=("auto", "uvloop"), help=argparse.SUPPRESS)
-    parser.add_argument("--http", choices=("auto", "httptools"), help=argparse.SUPPRESS)
-    parser.add_argument("--ws", choices=("auto", "websockets"), help=argparse.SUPPRESS)
-    parser.add_argument("--ssl-version", type=int, help=argparse.SUPPRESS)
-    parser.add_argument(
-        "--use-colors", "--no-use-colors", action="store_true", help=argparse.SUPPRESS
+    compat = parser.add_argument_group(
+        "uvicorn options asgid serves its own way (accepted; a warning says how it differs)"
     )
+    for option in uvicorn_options.OPTIONS:
+        flag = "--" + option.name.replace("_", "-")
+        if option.takes_value:
+            compat.add_argument(
+                flag,
+                dest=f"uvicorn.{option.name}",
+                choices=option.choices or None,
+                metavar=option.name.upper() if not option.choices else None,
+            )
+        else:
+            compat.add_argument(flag, dest=f"uvicorn.{option.name}", action="store_const", const="")
+            compat.add_argument(
+                f"--no-{flag[2:]}",
+                dest=f"uvicorn.{option.name}",
+                action="store_const",
+                const="false",
+                help=argparse.SUPPRESS,
+            )
     return parser
+
+
+def _help(text: str, default: object, choices: tuple[str, ...]) -> str:
+    """A setting's help for --help: its text, choices and default."""
+    text = text.replace("%", "%%")
+    if choices:
+        text += f" [choices: {', '.join(choices)}]"
+    if isinstance(default, tuple):
+        default = ", ".join(map(str, default)) if default else ""
+    if default not in ("", None):
+        text += f" [default: {str(default).lower() if isinstance(default, bool) else default}]"
+    return text
+
+
+def uvicorn_option_warnings(args: argparse.Namespace) -> list[str]:
+    given = {
+        name: value
+        for name in uvicorn_options.OPTION_NAMES
+        if (value := getattr(args, f"uvicorn.{name}", None)) is not None
+    }
+    return [text for name, value in given.items() if (text := uvicorn_options.warning(name, value))]
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -123,7 +180,7 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    for warning in unknown_environment():
+    for warning in [*unknown_environment(), *uvicorn_option_warnings(args)]:
         print(f"asgid: warning: {warning}", file=sys.stderr)
     try:
         overrides = overrides_from_args(args)
@@ -136,10 +193,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.check_config:
             from .worker import load_app
 
+            preflight(config)
             load_app(config.app)
             print(f"asgid: {args.config or 'configuration'} is valid; {config.app.target} imported")
             return EXIT_OK
         return _serve(config, args.config, overrides)
+    except ConfigError as exc:
+        print(f"asgid: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     except AppLoadError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
         return EXIT_APP_LOAD

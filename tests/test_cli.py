@@ -315,7 +315,10 @@ UVICORN_FLAGS: list[tuple[list[str], dict[str, Any]]] = [
     (["--ssl-cert-reqs", "2"], {"server.ssl_cert_reqs": 2}),
     (["--ssl-ciphers", "ECDHE+AESGCM"], {"server.ssl_ciphers": "ECDHE+AESGCM"}),
     (["--timeout-worker-healthcheck", "10"], {"workers.timeout": 10.0}),
-    (["--ssl-version", "17", "--loop", "uvloop", "--http", "httptools", "--no-use-colors"], {}),
+    (
+        ["--ssl-version", "17", "--loop", "uvloop", "--http", "httptools", "--no-use-colors"],
+        {"workers.loop": "uvloop"},
+    ),
     (["--ws", "websockets", "--use-colors"], {}),
 ]
 

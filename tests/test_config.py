@@ -506,10 +506,23 @@ def test_run_keywords_uvicorn_listeners() -> None:
     }
 
 
-def test_run_keywords_accept_uvicorns_fixed_choices() -> None:
-    assert overrides_from_kwargs({"loop": "uvloop", "http": "httptools", "use_colors": True}) == {}
-    with pytest.raises(ConfigError, match="expected one of auto, uvloop, got 'asyncio'"):
-        overrides_from_kwargs({"loop": "asyncio"})
+def test_run_keywords_accept_uvicorns_implementation_choices() -> None:
+    from asgid.config._load import uvicorn_warnings
+
+    same = {"http": "httptools", "ws": "websockets-sansio", "use_colors": False}
+    assert overrides_from_kwargs(same) == {}
+    assert uvicorn_warnings(same) == []
+    other = {"http": "h11", "ws": "wsproto", "ssl_version": 17, "http2": True}
+    assert overrides_from_kwargs(other) == {}
+    assert [text.split(":")[0] for text in uvicorn_warnings(other)] == [
+        "--http h11",
+        "--ws wsproto",
+        "--ssl-version 17",
+        "--http2",
+    ]
+    assert overrides_from_kwargs({"loop": "asyncio"}) == {"workers.loop": "asyncio"}
+    with pytest.raises(ConfigError, match="expected one of auto, uvloop, asyncio"):
+        load_config(overrides={**TARGET, **overrides_from_kwargs({"loop": "zuvloop"})})
 
 
 def test_run_keyword_typo_suggests() -> None:

@@ -18,7 +18,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+from . import _uvicorn
 from ._schema import SECTIONS, Config, SettingInfo, iter_settings
+from ._uvicorn import bind_from_uvicorn
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -216,6 +218,12 @@ def validate(config: Config, *, source: str, origins: Mapping[str, Origin] | Non
     module, _, attr = config.app.target.partition(":")
     if not module or not attr:
         fail("app.target", f"expected `module:attribute`, got {config.app.target!r}")
+    if config.app.interface == "wsgi":
+        fail(
+            "app.interface",
+            "asgid serves ASGI applications; serve a WSGI app through an adapter "
+            "(a2wsgi's WSGIMiddleware, or your framework's)",
+        )
     if not config.server.bind:
         fail("server.bind", "expected at least one address")
     for address in config.server.bind:
@@ -360,25 +368,6 @@ def _last_statement(text: str) -> int:
     return last
 
 
-def bind_from_uvicorn(
-    host: str | None = None,
-    port: int | None = None,
-    uds: str | None = None,
-    fd: int | None = None,
-) -> tuple[str, ...]:
-    """uvicorn's ``--host/--port/--uds/--fd`` as ``[server].bind`` entries."""
-    binds: list[str] = []
-    if host is not None or port is not None:
-        host = host or "127.0.0.1"
-        host = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        binds.append(f"{host}:{8000 if port is None else port}")
-    if uds:
-        binds.append(f"unix:{uds}")
-    if fd is not None:
-        binds.append(f"fd://{fd}")
-    return tuple(binds)
-
-
 def keyword_names() -> dict[str, str]:
     """Keyword argument names for ``asgid.run()``: each long CLI flag, snake_cased."""
     names: dict[str, str] = {}
@@ -395,29 +384,18 @@ def keyword_names() -> dict[str, str]:
     return names
 
 
-# uvicorn.run() keywords asgid accepts and ignores (with the values it accepts):
-# it always runs uvloop + httptools, negotiates the newest TLS version, never colours.
-_IGNORED_KWARGS: dict[str, tuple[Any, ...]] = {
-    "loop": ("auto", "uvloop"),
-    "http": ("auto", "httptools"),
-    "ws": ("auto", "websockets"),
-    "ssl_version": (),
-    "use_colors": (),
-}
+def uvicorn_warnings(kwargs: Mapping[str, Any]) -> list[str]:
+    """A warning for each uvicorn option in ``kwargs`` that asgid serves its own way."""
+    found = (_uvicorn.warning(k, v) for k, v in kwargs.items() if k in _uvicorn.OPTION_NAMES)
+    return [text for text in found if text]
 
 
 def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Turn ``asgid.run(..., port=8001, workers=2)`` keywords into overrides."""
     names = keyword_names()
-    values = dict(kwargs)
-    for name, accepted in _IGNORED_KWARGS.items():
-        if name in values and accepted and values[name] not in accepted:
-            raise ConfigError(
-                f"expected one of {', '.join(map(str, accepted))}, got {values[name]!r}",
-                source="run()",
-                key=name,
-            )
-        values.pop(name, None)
+    values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in kwargs.items()}
+    for name in [name for name in values if name in _uvicorn.OPTION_NAMES]:
+        values.pop(name)  # the caller warns (uvicorn_warnings)
     uvicorn = {k: values.pop(k) for k in ("host", "port", "uds", "fd") if k in values}
     overrides: dict[str, Any] = {}
     if uvicorn:
@@ -425,11 +403,18 @@ def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     for name, value in values.items():
         path = name if name in SETTINGS else names.get(name)
         if path is None:
-            hint = _suggest(name, [*names, "host", "port", "uds", "fd"])
+            hint = _suggest(name, [*names, "host", "port", "uds", "fd", *_uvicorn.OPTION_NAMES])
             raise ConfigError(f"unknown setting {name!r}{hint}", source="run()")
         info = SETTINGS[path]
         if isinstance(value, (list, tuple)):  # TOML has lists where Python has tuples
-            value = [list(v) if isinstance(v, tuple) else v for v in value]
+            value = [
+                list(v)
+                if isinstance(v, tuple)
+                else os.fspath(v)
+                if isinstance(v, os.PathLike)
+                else v
+                for v in value
+            ]
         try:
             overrides[path] = info.meta.kind.from_toml(value)
         except ValueError as exc:

@@ -69,9 +69,10 @@ class AppSettings:
     interface: str = setting(
         _kinds.STR,
         "auto",
-        "ASGI interface of the app; `auto` detects ASGI 2 (class-style) apps.",
+        "ASGI interface of the app; `auto` detects ASGI 2 (class-style) apps. "
+        "`wsgi` is refused with a hint: serve a WSGI app through an adapter such as a2wsgi.",
         "--interface",
-        choices=("auto", "asgi3", "asgi2"),
+        choices=("auto", "wsgi", "asgi2", "asgi3"),
     )
     root_path: str = setting(
         _kinds.STR,
@@ -147,6 +148,14 @@ class WorkersSettings:
         'Number of worker processes, or "auto" for one per CPU.',
         "--workers",
         "-w",
+    )
+    loop: str = setting(
+        _kinds.STR,
+        "auto",
+        "The event loop each worker runs: `uvloop` (what `auto` means), or the "
+        "standard library's `asyncio` (slower; for apps that need it).",
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
     )
     max_requests: int = setting(
         _kinds.INT,
@@ -246,6 +255,7 @@ class HttpSettings:
         65536,
         "Largest request head (request line + headers) in bytes; above it 431.",
         "--max-header-size",
+        "--h11-max-incomplete-event-size",
         minimum=256,
     )
     max_request_line: int = setting(

@@ -1,5 +1,5 @@
 """The master: sockets, worker processes, health, reloads, systemd."""
 
-from ._master import Master
+from ._master import Master, preflight
 
-__all__ = ["Master"]
+__all__ = ["Master", "preflight"]

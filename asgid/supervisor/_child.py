@@ -91,9 +91,7 @@ def _run(
 ) -> int:
     # The event loop, parser and WebSocket stack load here, after the fork:
     # the master never runs them and stays small.
-    import uvloop
-
-    from ..worker import load_app
+    from ..worker import load_app, run_loop
 
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU):
@@ -147,7 +145,9 @@ def _run(
         report(msg.BOOT_FAILED, code=EXIT_APP_LOAD, message=str(exc))
         return EXIT_APP_LOAD
     try:
-        uvloop.run(_serve(slot, config, app, sockets, channel, report, ssl_context))
+        run_loop(
+            _serve(slot, config, app, sockets, channel, report, ssl_context), config.workers.loop
+        )
     except LifespanFailure as exc:
         report(msg.BOOT_FAILED, code=EXIT_BOOT, message=f"application startup failed: {exc}")
         return EXIT_BOOT

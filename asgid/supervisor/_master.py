@@ -26,7 +26,7 @@ import setproctitle
 
 from .. import _logging
 from .._limits import raise_nofile_limit
-from .._sockets import bind_socket, describe
+from .._sockets import bind_socket, describe, make_ssl_context
 from ..config import Config, ConfigError, ServerSettings, load_config, parse_bind
 from . import _core, _metrics
 from . import _messages as msg
@@ -51,6 +51,21 @@ MEMORY_CHECK_SECONDS = 5.0
 # A worker's loop sends a heartbeat every second; one this late has missed
 # two, and a stand-in for it starts booting (it is killed at [workers].timeout).
 LATE_SECONDS = 2.5
+
+
+def preflight(config: Config) -> tuple[int, int]:
+    """What a start checks before it binds or forks; the workers' (uid, gid).
+
+    The workers' user and group must exist, and the TLS files must load (the
+    key matching the certificate). Raises ``ConfigError`` naming the setting,
+    so that ``--check-config`` and a start fail alike, with exit status 2.
+    """
+    ids = worker_ids(config.process)
+    try:
+        make_ssl_context(config.server)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc), key="server.ssl_certfile") from None
+    return ids
 
 
 def worker_count(config: Config) -> int:
@@ -189,7 +204,7 @@ class Master:
         setproctitle.setproctitle(f"asgid: master [{title}]")
         _logging.set_role("master")
         try:
-            self.worker_ids = worker_ids(self.config.process)
+            self.worker_ids = preflight(self.config)
         except ConfigError as exc:
             print(f"asgid: error: {exc}", file=sys.stderr)
             return 2  # bad configuration, as the CLI's exit codes say

@@ -13,7 +13,7 @@ from .._exceptions import AppLoadError, ClientDisconnected, LifespanFailure
 
 if TYPE_CHECKING:
     from ._app import load_app
-    from ._server import Stats, Worker
+    from ._server import Stats, Worker, run_loop
 
 __all__ = [
     "AppLoadError",
@@ -22,9 +22,10 @@ __all__ = [
     "Stats",
     "Worker",
     "load_app",
+    "run_loop",
 ]
 
-_LAZY = {"load_app": "._app", "Stats": "._server", "Worker": "._server"}
+_LAZY = {"load_app": "._app", "Stats": "._server", "Worker": "._server", "run_loop": "._server"}
 
 
 def __getattr__(name: str) -> Any:

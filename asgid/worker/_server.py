@@ -14,9 +14,9 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from .._sockets import describe
 from ..config import Config
@@ -32,6 +32,18 @@ TICK_SECONDS = 1.0
 # peer, reading and dropping what still arrives; past this the connection is
 # dropped (asyncio's default, 30 s, would let a refused upload hold it long).
 TLS_CLOSE_TIMEOUT = 10.0
+
+
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T], loop: str) -> T:
+    """Run ``main`` on a new event loop: uvloop, or asyncio's own for ``loop="asyncio"``."""
+    if loop == "asyncio":
+        return asyncio.run(main)
+    import uvloop
+
+    return uvloop.run(main)
 
 
 @dataclass(frozen=True, slots=True)
