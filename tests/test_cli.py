@@ -320,7 +320,149 @@ UVICORN_FLAGS: list[tuple[list[str], dict[str, Any]]] = [
         {"workers.loop": "uvloop"},
     ),
     (["--ws", "websockets", "--use-colors"], {}),
+    (["--reload"], {"reload.enabled": True}),
+    (["--reload-dir", "src", "--reload-dir", "lib"], {"reload.dirs": ("src", "lib")}),
+    (["--reload-include", "*.html"], {"reload.include": ("*.html",)}),
+    (["--reload-exclude", "*.tmp"], {"reload.exclude": ("*.tmp",)}),
+    (["--reload-delay", "0.5"], {"reload.delay": 0.5}),
+    (["--loop", "asyncio"], {"workers.loop": "asyncio"}),
+    (["--loop", "auto"], {"workers.loop": "auto"}),
+    (["--http", "h11"], {}),
+    (["--http", "auto"], {}),
+    (["--http2"], {}),
+    (["--ws", "wsproto"], {}),
+    (["--ws", "websockets-sansio"], {}),
+    (["--ws", "none"], {}),
+    (["--ws-max-queue", "8"], {"websocket.max_queue": 8}),
+    (["--ws-ping-interval", "5"], {"websocket.ping_interval": 5.0}),
+    (["--ws-ping-timeout", "6"], {"websocket.ping_timeout": 6.0}),
+    (["--ws-per-message-deflate", "false"], {"websocket.per_message_deflate": False}),
+    (["--ws-per-message-deflate", "True"], {"websocket.per_message_deflate": True}),
+    (["--ws-per-message-deflate"], {"websocket.per_message_deflate": True}),
+    (["--h11-max-incomplete-event-size", "16384"], {"http.max_header_size": 16384}),
+    (["--reset-contextvars"], {}),
+    (["--interface", "asgi2"], {"app.interface": "asgi2"}),
 ]
+
+# Every option `uvicorn --help` lists (uvicorn 0.55), so the table above is complete.
+UVICORN_055_OPTIONS = [
+    "--host",
+    "--port",
+    "--uds",
+    "--fd",
+    "--reload",
+    "--reload-dir",
+    "--reload-include",
+    "--reload-exclude",
+    "--reload-delay",
+    "--workers",
+    "--loop",
+    "--http",
+    "--http2",
+    "--ws",
+    "--ws-max-size",
+    "--ws-max-queue",
+    "--ws-ping-interval",
+    "--ws-ping-timeout",
+    "--ws-per-message-deflate",
+    "--lifespan",
+    "--interface",
+    "--env-file",
+    "--log-config",
+    "--log-level",
+    "--access-log",
+    "--no-access-log",
+    "--use-colors",
+    "--no-use-colors",
+    "--proxy-headers",
+    "--no-proxy-headers",
+    "--server-header",
+    "--no-server-header",
+    "--date-header",
+    "--no-date-header",
+    "--forwarded-allow-ips",
+    "--root-path",
+    "--limit-concurrency",
+    "--backlog",
+    "--limit-max-requests",
+    "--limit-max-requests-jitter",
+    "--timeout-keep-alive",
+    "--timeout-graceful-shutdown",
+    "--timeout-worker-healthcheck",
+    "--ssl-keyfile",
+    "--ssl-certfile",
+    "--ssl-keyfile-password",
+    "--ssl-version",
+    "--ssl-cert-reqs",
+    "--ssl-ca-certs",
+    "--ssl-ciphers",
+    "--header",
+    "--version",
+    "--app-dir",
+    "--h11-max-incomplete-event-size",
+    "--reset-contextvars",
+    "--factory",
+    "--help",
+]
+
+
+def test_the_table_covers_every_uvicorn_option() -> None:
+    tested = {arg for argv, _ in UVICORN_FLAGS for arg in argv if arg.startswith("--")}
+    assert set(UVICORN_055_OPTIONS) - tested - {"--version", "--help"} == set()
+
+
+@pytest.mark.parametrize(
+    ("argv", "warning"),
+    [
+        (["--http", "h11"], "--http h11: asgid parses HTTP/1.1 with httptools"),
+        (["--http2"], "--http2: asgid does not serve HTTP/2 yet"),
+        (["--ws", "wsproto"], "--ws wsproto: asgid serves WebSockets with the websockets"),
+        (["--ssl-version", "2"], "--ssl-version 2: asgid negotiates TLS 1.2 or newer"),
+        (["--use-colors"], "--use-colors: asgid never colours its log lines"),
+    ],
+)
+def test_uvicorn_options_served_differently_warn_once(argv: list[str], warning: str) -> None:
+    result = run_asgid(APP, "--app-dir", str(CFG_APPS), "--check-config", *argv)
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"asgid: warning: {warning}")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--http", "httptools"],
+        ["--ws", "websockets-sansio"],
+        ["--no-use-colors"],
+        ["--reset-contextvars"],
+        ["--loop", "asyncio"],
+    ],
+)
+def test_uvicorn_options_that_mean_the_same_are_quiet(argv: list[str]) -> None:
+    result = run_asgid(APP, "--app-dir", str(CFG_APPS), "--check-config", *argv)
+    assert result.returncode == 0, result.stderr
+    assert "warning" not in result.stderr
+
+
+def test_abbreviated_flags_are_refused() -> None:
+    result = run_asgid(APP, "--app-dir", str(CFG_APPS), "--check-config", "--pid", "x.pid")
+    assert result.returncode == 2
+    assert "unrecognized arguments: --pid" in result.stderr
+
+
+def test_help_shows_choices_and_defaults() -> None:
+    result = run_asgid("--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())
+    assert "[choices: critical, error, warning, info, debug, trace] [default: info]" in text
+    assert "[default: 2048]" in text  # --backlog
+
+
+def test_a_wsgi_interface_is_refused_with_a_hint() -> None:
+    result = run_asgid(APP, "--app-dir", str(CFG_APPS), "--interface", "wsgi")
+    assert result.returncode == 2
+    assert "app.interface: asgid serves ASGI applications" in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -588,3 +730,15 @@ def test_address_in_use_exits_1() -> None:
         result = run_asgid(APP, "--port", str(port), "--app-dir", str(CFG_APPS))
     assert result.returncode == 1
     assert "Address already in use" in one_line(result.stderr)
+
+
+@pytest.mark.parametrize(("flag", "loop"), [((), "uvloop"), (("--loop", "asyncio"), "asyncio")])
+def test_loop_and_fresh_contexts(
+    start_server: StartServer, flag: tuple[str, ...], loop: str
+) -> None:
+    # --reset-contextvars is quiet because this already holds: every request
+    # starts in a fresh context, whatever lifespan or earlier requests set.
+    server = start_server("contexts:app", *flag)
+    with httpx.Client(base_url=server.url, timeout=5) as client:  # one keep-alive connection
+        answers = [client.get("/").json() for _ in range(3)]
+    assert answers == [{"loop": loop, "seen": "unset"}] * 3
