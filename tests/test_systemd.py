@@ -368,6 +368,10 @@ def test_service_unit_settings() -> None:
     socket_unit = _unit("asgid.socket")
     assert socket_unit["ListenStream"]
     assert socket_unit["Service"] == ["asgid.service"]
+    # `systemctl restart asgid` must not take the socket (and its queue) down
+    # with the service, as docs/deployment.md promises.
+    assert "PartOf" not in socket_unit
+    assert "BindsTo" not in socket_unit
 
 
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
