@@ -176,7 +176,7 @@ class _Forward(logging.Handler):
         self.access = access
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.access and hasattr(record, "status"):
+        if self.access and hasattr(record, "method"):
             fields = vars(record)
             record = logging.makeLogRecord(fields)
             record.msg = '%s - "%s %s HTTP/%s" %d'

@@ -246,3 +246,39 @@ def test_reopen_keeps_the_old_file_when_the_new_one_cannot_be_opened(
     finally:
         logger.removeHandler(handler)
         handler.close()
+
+
+def test_websockets_get_accepted_refused_and_closed_lines(start_server: StartServer) -> None:
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    server = start_server("ws_echo:app", "--log-format", "json")
+    url = f"ws://{server.host}:{server.port}"
+    with connect(f"{url}/echo?room=1", open_timeout=5) as ws:
+        ws.send("hi")
+        assert ws.recv(timeout=5) == "hi"
+    for path, status in (("/deny", 403), ("/custom-deny", 401)):
+        with pytest.raises(InvalidStatus) as refused_here:
+            connect(f"{url}{path}", open_timeout=5)
+        assert refused_here.value.response.status_code == status
+
+    def websocket_records() -> list[dict[str, Any]]:
+        return [r for r in json_lines(server) if r.get("websocket")]
+
+    wait_until(lambda: len(websocket_records()) >= 4, 10)
+    accepted, closed, *refused = websocket_records()
+    assert accepted["message"].endswith(' - "WebSocket /echo?room=1" [accepted]')
+    assert accepted["logger"] == "asgid.access"
+    assert closed["websocket"] == "closed"
+    assert closed["code"] == 1000
+    assert re.search(r'"WebSocket /echo\?room=1" \[closed 1000\] [\d.]+ms$', closed["message"])
+    assert [(r["path"], r["status"]) for r in refused] == [("/deny", 403), ("/custom-deny", 401)]
+    assert refused[0]["message"].endswith('"WebSocket /deny" 403')
+
+
+def test_debug_shows_connections_open_and_close(start_server: StartServer) -> None:
+    server = start_server(APP, "--log-level", "debug")
+    httpx.get(server.url, timeout=5)
+    opened = wait_for_lines(server, r"DEBUG 127\.0\.0\.1:\d+ - connection open")
+    wait_for_lines(server, r"DEBUG 127\.0\.0\.1:\d+ - connection closed")
+    assert "[worker 0]" in opened[0]

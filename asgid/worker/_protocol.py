@@ -141,10 +141,15 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = self.loop.time() + state.timeout_request_header
         if state.draining:  # accepted just as the listener closed: serve one request
             self.deadline = min(self.deadline, self.loop.time() + DRAIN_GRACE)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s - connection open", format_client(self.client))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
         self.closing = True
+        if logger.isEnabledFor(logging.DEBUG):
+            how = f" ({exc!r})" if exc is not None else ""
+            logger.debug("%s - connection closed%s", format_client(self.client), how)
         if self.ws is not None:
             self.ws.lost()
         if self.active is not None:

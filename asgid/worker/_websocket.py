@@ -108,6 +108,7 @@ class WebSocketSession:
         self.waiter: asyncio.Future[None] | None = None
         self.connect_sent = False
         self.accepted = False
+        self.accepted_at = 0.0
         self.closed = False  # the app may no longer send
         self.disconnect: Message | None = None  # delivered once the inbox is empty
         self.http_response: Response | None = None
@@ -143,7 +144,8 @@ class WebSocketSession:
         self._process()
 
     def lost(self) -> None:
-        self.conn.state.websockets.discard(self)
+        state = self.conn.state
+        state.websockets.discard(self)
         self.closed = True
         if self.disconnect is None:
             code = CLOSE_ABNORMAL
@@ -152,6 +154,12 @@ class WebSocketSession:
             if rcvd is not None:
                 code, reason = rcvd.code, rcvd.reason
             self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
+        if self.accepted and state.access_log is not None:
+            sent, rcvd = self.protocol.close_sent, self.protocol.close_rcvd
+            close = rcvd or sent
+            code = close.code if close is not None else CLOSE_ABNORMAL
+            duration = state.loop.time() - self.accepted_at
+            state.access_log.websocket(self.scope, "closed", code=code, duration=duration)
         self._wake()
 
     def _process(self) -> None:
@@ -366,6 +374,8 @@ class WebSocketSession:
 
     def _send_http_error(self, status: int) -> None:
         self.closed = True
+        if self.conn.state.access_log is not None:
+            self.conn.state.access_log.websocket(self.scope, "refused", status=status)
         self.conn.transport.write(
             self.conn.state.error_response(status, "WebSocket handshake refused")
         )
@@ -423,7 +433,11 @@ class WebSocketSession:
                 response.headers[name.decode("latin-1")] = value.decode("latin-1")
             protocol.send_response(response)
             self.accepted = True
-            self.conn.state.requests += 1
+            state = self.conn.state
+            state.requests += 1
+            self.accepted_at = state.loop.time()
+            if state.access_log is not None:
+                state.access_log.websocket(self.scope, "accepted")
             self.flush()
         elif kind == "websocket.close":
             if self.accepted:
@@ -445,6 +459,9 @@ class WebSocketSession:
                 self.conn.state.defaults, method=b"GET", version="1.1", keep_alive=False
             )
             self.http_response.start(message)
+            if self.conn.state.access_log is not None:
+                status = int(message.get("status", 200))
+                self.conn.state.access_log.websocket(self.scope, "refused", status=status)
         elif kind == "websocket.http.response.body":
             response_ = self.http_response
             if response_ is None:
