@@ -323,6 +323,24 @@ def test_per_message_deflate_is_negotiated(echo: Server) -> None:
         assert ws.recv(timeout=TIMEOUT) == "frag " * 100 + "mented " * 100
 
 
+def test_per_message_deflate_uses_small_windows(echo: Server) -> None:
+    # The websockets library's recommended parameters, not zlib's defaults.
+    with open_ws(echo, compression="deflate") as ws:
+        assert ws.response is not None
+        offer = ws.response.headers["Sec-WebSocket-Extensions"]
+        assert "server_max_window_bits=12" in offer
+        assert "client_max_window_bits=12" in offer
+
+
+def test_per_message_deflate_windows_are_settable(start_server: StartServer) -> None:
+    server = start_server("ws_echo:app", "--ws-deflate-window-bits", "10")
+    with open_ws(server, compression="deflate") as ws:
+        assert ws.response is not None
+        assert "server_max_window_bits=10" in ws.response.headers["Sec-WebSocket-Extensions"]
+        ws.send("x" * 50_000)
+        assert ws.recv(timeout=TIMEOUT) == "x" * 50_000
+
+
 def test_per_message_deflate_can_be_disabled(start_server: StartServer) -> None:
     server = start_server("ws_echo:app", "--no-ws-per-message-deflate")
     with open_ws(server, compression="deflate") as ws:

@@ -218,6 +218,10 @@ def validate(config: Config, *, source: str, origins: Mapping[str, Origin] | Non
     module, _, attr = config.app.target.partition(":")
     if not module or not attr:
         fail("app.target", f"expected `module:attribute`, got {config.app.target!r}")
+    if config.websocket.deflate_window_bits > 15:
+        fail("websocket.deflate_window_bits", "expected 9 to 15")
+    if config.websocket.deflate_mem_level > 9:
+        fail("websocket.deflate_mem_level", "expected 1 to 9")
     if config.app.interface == "wsgi":
         fail(
             "app.interface",

@@ -330,6 +330,23 @@ class WebSocketSettings:
         "Negotiate permessage-deflate compression when the client offers it.",
         "--ws-per-message-deflate",
     )
+    deflate_window_bits: int = setting(
+        _kinds.INT,
+        12,
+        "permessage-deflate: the LZ77 window both sides compress with, as a power of two "
+        "(9-15). The websockets library's default 12 keeps 4 KiB per direction instead of "
+        "zlib's 32 KiB, with nearly the same ratio on typical JSON messages.",
+        "--ws-deflate-window-bits",
+        minimum=9,
+    )
+    deflate_mem_level: int = setting(
+        _kinds.INT,
+        5,
+        "permessage-deflate: zlib's memLevel for the server's compressor (1-9); the "
+        "websockets library's default 5 uses 8 KiB instead of zlib's 128 KiB.",
+        "--ws-deflate-mem-level",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,16 @@ class WebSocketSession:
         self.scope = scope
         settings = conn.state.websocket
         self.settings = settings
-        extensions = [ServerPerMessageDeflateFactory()] if settings.per_message_deflate else []
+        extensions = []
+        if settings.per_message_deflate:
+            bits = settings.deflate_window_bits
+            extensions.append(
+                ServerPerMessageDeflateFactory(
+                    server_max_window_bits=bits,
+                    client_max_window_bits=bits,
+                    compress_settings={"memLevel": settings.deflate_mem_level},
+                )
+            )
 
         def select_subprotocol(protocol: ServerProtocol, offered: Any) -> Any:
             return self.subprotocol  # the app chose it in websocket.accept
