@@ -740,3 +740,13 @@ def test_scaling_waits_for_a_reload_to_finish() -> None:
     actions = sim.do(sim.core.scale(+1, sim.now))
     assert "not scaling while a reload is in progress" in messages(actions)
     assert sim.core.count == 1
+
+
+def test_one_stand_in_boots_at_a_time_when_every_loop_is_late() -> None:
+    sim = Sim(3)
+    sim.up()
+    actions = sim.advance(TIMEOUTS.late + 0.1)  # a starved machine: every heartbeat is late
+    assert len(of(Spawn, actions)) == 1
+    (stand_in,) = sim.starting()
+    sim.ready(stand_in)
+    assert len(of(Spawn, sim.advance(0.1))) == 1  # the next one, once the first is up

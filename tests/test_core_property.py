@@ -58,6 +58,15 @@ class History:
                 self.results.append(action)
                 if not action.success:
                     assert self.snapshot() == self.before_reload[action.generation]
+                else:  # committed only once every slot serves the new generation
+                    core = self.sim.core
+                    for index in core.slots:
+                        assert any(
+                            w.slot == index
+                            and w.state is State.READY
+                            and w.generation == action.generation
+                            for w in core.workers.values()
+                        ), f"slot {index} has no ready worker of generation {action.generation}"
             if isinstance(action, Kill) and action.signal == signal.SIGKILL:
                 worker = self.sim.core.workers.get(action.pid)
                 if worker is not None:  # the kill lands: the process is gone
@@ -147,6 +156,7 @@ class History:
                 core.pending is None
                 and not self.pids(State.STARTING, State.DRAINING)
                 and not any(s.respawn_at for s in core.slots.values())
+                and not any(w.hung for w in core.live())
             )
             if quiet:
                 return

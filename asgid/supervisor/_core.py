@@ -479,7 +479,13 @@ class Supervisor:
                 )
                 actions.append(Kill(worker.pid, signal.SIGABRT))
                 actions += self._cover(worker, HANG)
-            elif worker.state is State.READY and t.late and not worker.late and silent > t.late:
+            elif (
+                worker.state is State.READY
+                and t.late
+                and not worker.late
+                and silent > t.late
+                and not self._stand_in_booting()
+            ):
                 worker.late = True
                 actions.append(
                     Log(
@@ -499,6 +505,10 @@ class Supervisor:
     # -- internals --------------------------------------------------------------
 
     def _spawn(self, job: _Replacement) -> Spawn:
+        # A job may have waited (in backoff, in the queue) past its generation's
+        # end: a rolled-back or superseded reload. Only the committed and the
+        # pending generation are ever started; the master has no other config.
+        job.generation = self._successor_generation(job.generation)
         self._spawning.append(job)
         return Spawn(job.slot, job.generation)
 
@@ -529,6 +539,13 @@ class Supervisor:
     def _replacement_starting(self, slot: int) -> bool:
         return any(w.slot == slot and w.state is State.STARTING for w in self.workers.values())
 
+    def _stand_in_booting(self) -> bool:
+        """One stand-in for a late worker boots at a time: when a starved machine
+        makes every loop late, doubling the processes would starve it more."""
+        return any(job.reason == HANG for job in self._spawning) or any(
+            w.state is State.STARTING and w.reason == HANG for w in self.workers.values()
+        )
+
     def _cover(self, worker: WorkerInfo, reason: str) -> list[Action]:
         """Start a worker for the slot of a stuck ``worker``, unless one is on its way."""
         if self.stopping or worker.slot not in self.slots or worker.state is not State.READY:
@@ -554,7 +571,7 @@ class Supervisor:
             for w in self.workers.values()
             if w is not new and w.slot == new.slot and w.state is State.READY
         ]
-        if any(self._rank(w) > self._rank(new) for w in others):
+        if any(self._rank(w) > self._rank(new) for w in others if not w.hung):
             return self._drain(new, now)
         actions: list[Action] = []
         if new.slot not in self.slots:  # retired while it was starting
@@ -571,7 +588,34 @@ class Supervisor:
         return actions
 
     def _advance(self, now: float) -> list[Action]:
-        """Start the next queued replacement when none is in flight; finish a reload."""
+        """Start the next queued replacement when none is in flight; finish a reload.
+
+        A reload commits once every slot it keeps has a ready worker of its
+        generation; a slot that lost its new worker on the way (a crash) gets
+        one more job first.
+        """
+        actions = self._start_queued()
+        pending = self.pending
+        if pending is None or self._inflight is not None or self._queue:
+            return actions
+        missing = [
+            index
+            for index in sorted(self.slots)
+            if index < pending.count
+            and not any(
+                w.slot == index and w.state is State.READY and w.generation == pending.generation
+                for w in self.workers.values()
+            )
+        ]
+        if not missing:
+            return actions + self._commit(now)
+        for index in missing:
+            holder = self._holder(index)
+            job = _Replacement(index, RELOAD, holder.pid if holder else None, pending.generation)
+            self._queue.append(job)
+        return actions + self._start_queued()
+
+    def _start_queued(self) -> list[Action]:
         actions: list[Action] = []
         while self._inflight is None and self._queue and not self.stopping:
             job = self._queue.popleft()
@@ -584,16 +628,20 @@ class Supervisor:
                 # holds the slot now, unless it is already of the job's
                 # generation (a reload) or any worker at all holds it (recycling).
                 holder = self._holder(job.slot)
-                if holder is not None and (
-                    job.reason != RELOAD or holder.generation == job.generation
-                ):
+                if holder is not None and job.reason == RELOAD:
+                    if holder.generation == job.generation:
+                        if holder.state is State.STARTING:
+                            # Already on its way (a crash's replacement): the
+                            # reload waits for it to boot, or fails with it.
+                            job.pid = holder.pid
+                            self._inflight = job
+                        continue
+                elif holder is not None:
                     continue
                 job.old = holder.pid if holder else None
             self._inflight = job
             slot.respawn_at, slot.respawn = 0.0, None  # this spawn covers a pending respawn
             actions.append(self._spawn(job))
-        if self.pending is not None and self._inflight is None and not self._queue:
-            actions += self._commit(now)
         return actions
 
     def _commit(self, now: float) -> list[Action]:
