@@ -460,7 +460,7 @@ class ReloadSettings:
     )
     delay: float = setting(
         _kinds.FLOAT,
-        0.25,
+        0.05,
         "Seconds without a new change before a burst of changes reloads (once).",
         "--reload-delay",
         minimum=0,
