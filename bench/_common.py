@@ -9,12 +9,15 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import signal
 import socket
 import statistics
 import subprocess
+import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -91,3 +94,43 @@ def machine() -> str:
         f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, "
         f"Python {platform.python_version()}"
     )
+
+
+def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
+    """``cmd`` pinned to one core with taskset (which execs: the pid stays the same)."""
+    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group is still running (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    for p in psutil.process_iter(["pid"]):  # killpg(0) succeeds for zombies too
+        with contextlib.suppress(psutil.Error):
+            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+                return True
+    return False
+
+
+def stop_group(proc: subprocess.Popen[Any], timeout: float = 10.0, poll: float = 0.05) -> None:
+    """SIGTERM to the process group, SIGKILL after ``timeout``; stragglers too."""
+    pgid = proc.pid
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and group_alive(pgid):
+        time.sleep(poll)
+    if group_alive(pgid):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)

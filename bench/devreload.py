@@ -91,7 +91,15 @@ from pathlib import Path
 from typing import IO, Any
 
 import psutil
-from _common import free_port, git_state, machine, median, package_versions
+from _common import (
+    free_port,
+    git_state,
+    machine,
+    median,
+    package_versions,
+    pinned,
+    stop_group,
+)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -309,44 +317,6 @@ def server_command(name: str, project: Path, port: int) -> list[str]:
     raise ValueError(name)
 
 
-def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
-    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]  # taskset execs: same pid
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for p in psutil.process_iter(["pid"]):  # killpg(0) succeeds for zombies too
-        with contextlib.suppress(psutil.Error):
-            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
-                return True
-    return False
-
-
-def stop_group(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM to the process group, SIGKILL after STOP_TIMEOUT; stragglers too."""
-    pgid = proc.pid
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and _group_alive(pgid):
-        time.sleep(POLL)
-    if _group_alive(pgid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
 class Server:
     """One server's process group, and its output as stamped lines."""
 
@@ -466,7 +436,7 @@ class Server:
 
     def stop(self) -> None:
         try:
-            stop_group(self.proc)
+            stop_group(self.proc, STOP_TIMEOUT, POLL)
         finally:
             self._reader.join(timeout=STOP_TIMEOUT)
             self._log.close()

@@ -108,7 +108,7 @@ from typing import Any
 import httptools
 import psutil
 import uvloop
-from _common import free_port, git_state, machine, package_versions
+from _common import free_port, git_state, machine, package_versions, pinned, stop_group
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.protocol import State
@@ -241,10 +241,6 @@ def server_command(name: str, port: int, scenario: str, uvicorn_healthcheck: boo
     raise ValueError(name)
 
 
-def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
-    return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]  # taskset execs: same pid
-
-
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
     """One GET on its own connection; (status, body) — bodies here are small."""
     deadline = time.monotonic() + timeout
@@ -268,40 +264,6 @@ def _alive(p: psutil.Process) -> bool:
         return bool(p.status() != psutil.STATUS_ZOMBIE)
     except psutil.NoSuchProcess:
         return False
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for p in psutil.process_iter(["pid"]):  # killpg(0) succeeds for zombies too
-        with contextlib.suppress(psutil.Error):
-            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
-                return True
-    return False
-
-
-def stop_group(proc: subprocess.Popen[Any]) -> None:
-    """SIGTERM to the process group, SIGKILL after STOP_TIMEOUT; stragglers too."""
-    pgid = proc.pid
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            proc.wait(timeout=STOP_TIMEOUT)
-    deadline = time.monotonic() + STOP_TIMEOUT
-    while time.monotonic() < deadline and _group_alive(pgid):
-        time.sleep(POLL)
-    if _group_alive(pgid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
 
 
 class Server:
@@ -390,7 +352,7 @@ class Server:
 
     def stop(self) -> None:
         try:
-            stop_group(self.proc)
+            stop_group(self.proc, STOP_TIMEOUT, POLL)
         finally:
             self._log.close()
 
@@ -669,7 +631,7 @@ class LoadProcess:
 
     def stop(self) -> None:
         try:
-            stop_group(self.proc)
+            stop_group(self.proc, STOP_TIMEOUT, POLL)
         finally:
             if self.proc.stdout is not None:
                 self.proc.stdout.close()
