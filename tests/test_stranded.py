@@ -277,3 +277,27 @@ def test_a_failed_reload_keeps_the_old_listeners(start_server: StartServer, tmp_
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", new_port), timeout=2).close()
     assert f"(pid {replacement}) ready, generation 1" in server.output()
+
+
+def test_a_failed_reload_keeps_the_old_logging_and_timeouts(
+    start_server: StartServer, tmp_path: Path
+) -> None:
+    config = tmp_path / "server.toml"
+    port = free_port()
+    write_config(config, port=port, count=1)
+    server = start_server("-c", str(config), port=port, no_bind=True)
+    (worker,) = wait_for_workers(server, 1)
+    text = config.read_text().replace("timeout = 5", "timeout = 60")
+    config.write_text(text.replace(APP, "no_such_module:app") + '[logging]\nformat = "json"\n')
+    server.signal(signal.SIGHUP)
+    wait_for_log(server, "reload failed")
+    os.kill(worker, signal.SIGKILL)
+    (replacement,) = wait_for_workers(server, 1, unlike={worker})
+    output = wait_for_log(server, rf"\(pid {replacement}\) ready")
+    (line,) = [line for line in output.splitlines() if f"(pid {replacement}) ready" in line]
+    assert not line.startswith("{"), line  # the master still logs text, not JSON
+    # and still kills a blocked worker after the old timeout (5 s, not 60)
+    blocker = http.client.HTTPConnection(server.host, server.port, timeout=30)
+    blocker.request("GET", "/block?60")
+    wait_until(lambda: not _alive(replacement), 5 + 3 + 3)
+    blocker.close()
