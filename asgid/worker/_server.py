@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import ssl
 import time
@@ -28,6 +29,7 @@ from ._types import ASGIApp
 logger = logging.getLogger("asgid.error")
 
 TICK_SECONDS = 1.0
+SWEEP_LIMIT = 10_000  # connections taken from a closing listener's queue, at most
 # A TLS close first flushes what is buffered, then trades close_notify with the
 # peer, reading and dropping what still arrives; past this the connection is
 # dropped (asyncio's default, 30 s, would let a refused upload hold it long).
@@ -109,24 +111,16 @@ class Worker:
         state.defaults.set_date(time.time())
         lifespan = Lifespan(self.app, self.config.app.lifespan, state.lifespan_state)
         await lifespan.startup()
-        tls = self.ssl_context is not None
-
-        def factory() -> HttpProtocol:
-            return HttpProtocol(state, tls=tls)
-
         for sock in sockets:
             server = await loop.create_server(
-                factory,
+                self._protocol,
                 sock=sock,
-                ssl=self.ssl_context,
                 backlog=self.config.server.backlog,
-                # The protocol (and its header timeout) starts after the TLS
-                # handshake: a handshake that never finishes has its own limit.
-                ssl_handshake_timeout=self.config.http.timeout_request_header if tls else None,
-                ssl_shutdown_timeout=TLS_CLOSE_TIMEOUT if tls else None,
+                **self._tls_options(),
             )
             self._servers.append(server)
-            logger.info("listening on %s://%s", "https" if tls else "http", describe(sock))
+            scheme = "https" if self.ssl_context is not None else "http"
+            logger.info("listening on %s://%s", scheme, describe(sock))
         if on_ready is not None:
             on_ready()
         # The tick goes on while draining: its heartbeats tell the master that
@@ -175,13 +169,62 @@ class Worker:
             )
         )
 
+    def _protocol(self) -> HttpProtocol:
+        assert self.state is not None
+        return HttpProtocol(self.state, tls=self.ssl_context is not None)
+
+    def _tls_options(self) -> dict[str, Any]:
+        if self.ssl_context is None:
+            return {}
+        return {
+            "ssl": self.ssl_context,
+            # The protocol (and its header timeout) starts after the TLS
+            # handshake: a handshake that never finishes has its own limit.
+            "ssl_handshake_timeout": self.config.http.timeout_request_header,
+            "ssl_shutdown_timeout": TLS_CLOSE_TIMEOUT,
+        }
+
+    def _sweep(self) -> list[socket.socket]:
+        """Accept whatever waits in the listeners' queues, right before they close.
+
+        At shutdown the last worker to close a listener closes the socket
+        itself, and the kernel resets every connection still queued on it.
+        Accepting them first (in the same loop step as the close, so the
+        window is microseconds) serves them instead.
+        """
+        accepted: list[socket.socket] = []
+        for server in self._servers:
+            for pseudo in server.sockets:
+                listener = socket.socket(fileno=os.dup(pseudo.fileno()))
+                try:
+                    listener.setblocking(False)
+                    while len(accepted) < SWEEP_LIMIT:
+                        conn, _ = listener.accept()
+                        conn.setblocking(False)
+                        accepted.append(conn)
+                except OSError:  # BlockingIOError: the queue is empty
+                    pass
+                finally:
+                    listener.close()
+        return accepted
+
     async def _drain(self) -> None:
         """Stop accepting, let in-flight requests finish, close the rest."""
         state = self.state
         assert state is not None
+        loop = asyncio.get_running_loop()
+        leftovers = [] if self._restart else self._sweep()  # a restart's successor accepts
         for server in self._servers:
             server.close()
         state.draining = True
+        adopting = [
+            loop.create_task(
+                loop.connect_accepted_socket(self._protocol, client, **self._tls_options())
+            )
+            for client in leftovers
+        ]
+        if adopting:  # their connection_made() registers them before the wait below
+            await asyncio.wait(adopting, timeout=1.0)
         # Connections the listener accepted just before it closed get their
         # connection_made() on the next loop iteration: let it run, so that the
         # wait below sees them and they are served before the final report.
