@@ -334,8 +334,8 @@ class WebSocketSettings:
         _kinds.INT,
         12,
         "permessage-deflate: the LZ77 window both sides compress with, as a power of two "
-        "(9-15). The websockets library's default 12 keeps 4 KiB per direction instead of "
-        "zlib's 32 KiB, with nearly the same ratio on typical JSON messages.",
+        "(9-15). The websockets library's default 12 is a 4 KiB window instead of zlib's "
+        "32 KiB, with nearly the same ratio on typical JSON messages.",
         "--ws-deflate-window-bits",
         minimum=9,
     )
@@ -343,7 +343,7 @@ class WebSocketSettings:
         _kinds.INT,
         5,
         "permessage-deflate: zlib's memLevel for the server's compressor (1-9); the "
-        "websockets library's default 5 uses 8 KiB instead of zlib's 128 KiB.",
+        "websockets library's default 5 uses 16 KiB of hash tables instead of zlib's 128 KiB.",
         "--ws-deflate-mem-level",
         minimum=1,
     )
