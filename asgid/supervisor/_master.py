@@ -398,12 +398,16 @@ class Master:
         deployment = self.deployments.pop(generation, None)
         if success and deployment is not None:
             self.deployments = {generation: deployment}
-            self.config, self.worker_ids = deployment.config, deployment.worker_ids
+            previous, self.config = self.config, deployment.config
+            self.worker_ids = deployment.worker_ids
             self.core.timeouts = timeouts(deployment.config)
-            try:
-                _logging.configure(deployment.config.logging)
-            except ConfigError as exc:  # its workers booted with it: a race with an edit
-                logger.error("cannot apply the new logging configuration: %s", exc)
+            # Unchanged settings leave logging alone: it may be a program's own
+            # (asgid.run(log_config=None or a dict)).
+            if deployment.config.logging != previous.logging:
+                try:
+                    _logging.configure(deployment.config.logging)
+                except ConfigError as exc:  # its workers booted with it: an edit raced
+                    logger.error("cannot apply the new logging configuration: %s", exc)
             self._sync_watcher()
         else:
             self._give_metrics_dir(self.worker_ids)
