@@ -145,7 +145,8 @@ class WorkersSettings:
     count: int = setting(
         _kinds.WORKER_COUNT,
         1,
-        'Number of worker processes, or "auto" for one per CPU.',
+        'Number of worker processes, or "auto": one per CPU this process may use (its CPU '
+        "affinity and cgroup CPU quota, so a container limited to 2 CPUs gets 2).",
         "--workers",
         "-w",
     )

@@ -31,6 +31,7 @@ from ..config import Config, ConfigError, ServerSettings, load_config, parse_bin
 from . import _core, _metrics
 from . import _messages as msg
 from ._child import preload, worker_main
+from ._cpus import available_cpus
 from ._privileges import worker_ids, writable_by
 from ._systemd import Notifier, listen_fds
 from ._watch import Spec, Watcher
@@ -69,7 +70,8 @@ def preflight(config: Config) -> tuple[int, int]:
 
 
 def worker_count(config: Config) -> int:
-    return config.workers.count or os.cpu_count() or 1
+    """``[workers].count``, or for "auto" (0) the CPUs this process may really use."""
+    return config.workers.count or available_cpus()[0]
 
 
 def timeouts(config: Config) -> _core.Timeouts:
@@ -235,6 +237,8 @@ class Master:
                 self.core.count,
                 self.config.app.target,
             )
+            if not self.config.workers.count:
+                logger.info("workers = auto: %d, from the %s", *available_cpus())
             actions = self.core.start()
             self.deployments[self.core.generation] = Deployment(
                 self.core.generation, self.config, self.worker_ids, sockets
