@@ -750,3 +750,28 @@ def test_one_stand_in_boots_at_a_time_when_every_loop_is_late() -> None:
     (stand_in,) = sim.starting()
     sim.ready(stand_in)
     assert len(of(Spawn, sim.advance(0.1))) == 1  # the next one, once the first is up
+
+
+def test_shutdown_delay_keeps_serving_then_drains() -> None:
+    sim = Sim(2, Timeouts(heartbeat=10.0, shutdown_delay=5.0))
+    first, second = sim.up()
+    actions = sim.do(sim.core.shutdown(sim.now, graceful=True))
+    assert of(StopListening, actions) == []  # still serving, but not ready
+    assert drains(actions) == []
+    assert sim.core.leaving_at == sim.now + 5.0
+    assert sim.core.next_deadline() <= sim.now + 5.0
+    assert sim.core.reload(2, sim.now) == []  # leaving: no reloads, no scaling
+    for pid in (first, second):
+        sim.core.heartbeat(pid, sim.now + 4.9, {})
+    assert drains(sim.advance(4.9)) == []
+    actions = sim.advance(0.1)
+    assert of(StopListening, actions) == [StopListening()]
+    assert sorted(drains(actions)) == [(first, False), (second, False)]
+
+
+def test_a_second_sigterm_skips_the_shutdown_delay() -> None:
+    sim = Sim(1, Timeouts(shutdown_delay=30.0))
+    (pid,) = sim.up()
+    sim.do(sim.core.shutdown(sim.now, graceful=True))
+    actions = sim.do(sim.core.shutdown(sim.now + 1, graceful=True))
+    assert drains(actions) == [(pid, False)]

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 from conftest import Server, StartServer, free_port, wait_until
@@ -301,3 +302,34 @@ def test_a_failed_reload_keeps_the_old_logging_and_timeouts(
     blocker.request("GET", "/block?60")
     wait_until(lambda: not _alive(replacement), 5 + 3 + 3)
     blocker.close()
+
+
+def test_shutdown_delay_keeps_serving_while_readyz_says_no(start_server: StartServer) -> None:
+    metrics_port = free_port()
+    server = start_server(
+        APP,
+        "--workers",
+        "2",
+        *FAST,
+        "--shutdown-delay",
+        "2",
+        "--metrics-bind",
+        f"127.0.0.1:{metrics_port}",
+    )
+    wait_for_workers(server, 2)
+    readyz = f"http://127.0.0.1:{metrics_port}/readyz"
+    assert httpx.get(readyz, timeout=5).status_code == 200
+    with Load(server, fresh=2, keepalive=1) as load:
+        served_for(load, 0.3)
+        server.signal(signal.SIGTERM)
+        stopped = time.monotonic()
+        wait_until(lambda: httpx.get(readyz, timeout=5).status_code == 503, 1)
+        served_for(load, 1.0)  # still serving: the load balancer is told, not refused
+        assert time.monotonic() - stopped < 2
+        # A client that stops once readiness says so never fails.
+    assert server.wait(15) == 0
+    during = [o for o in load.outcomes if stopped <= o.started < stopped + 1.5]
+    assert during, load.report()
+    assert all(o.result == "ok" for o in during), load.report()
+    assert not load.slow(), load.report()
+    assert "graceful shutdown in 2s: not ready, still serving" in server.output()

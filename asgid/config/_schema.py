@@ -197,6 +197,15 @@ class WorkersSettings:
         "--graceful-timeout",
         minimum=0,
     )
+    shutdown_delay: float = setting(
+        _kinds.FLOAT,
+        0.0,
+        "On SIGTERM, first answer 503 on /readyz and keep serving for this many seconds, "
+        "then drain: a load balancer (Kubernetes' endpoints) stops sending before the "
+        "listeners close. A second SIGTERM (or SIGINT, SIGQUIT) skips the rest of the delay.",
+        "--shutdown-delay",
+        minimum=0,
+    )
     max_memory: int = setting(
         _kinds.SIZE,
         0,

@@ -64,6 +64,7 @@ class Timeouts:
     late: float = 2.5  # no heartbeat this long: start its replacement (0: only at `heartbeat`)
     boot: float = 60.0
     graceful: float = 30.0
+    shutdown_delay: float = 0.0  # SIGTERM: keep serving (not ready) this long, then drain
     kill_grace: float = 3.0  # after SIGABRT (hang) or SIGQUIT, before SIGKILL
     backoff_base: float = 0.5
     backoff_cap: float = 30.0
@@ -215,6 +216,7 @@ class Supervisor:
         self._last_generation = 0
         self.ever_ready = False
         self.stopping = False
+        self.leaving_at = 0.0  # shutdown_delay: when the drain starts; 0 = not leaving
         self._queue: deque[_Replacement] = deque()  # replacements, one at a time
         self._inflight: _Replacement | None = None
         self._spawning: deque[_Replacement] = deque()  # Spawns not yet reported spawned
@@ -276,6 +278,8 @@ class Supervisor:
                 if t.late and not w.late and w.state is State.READY:
                     times.append(w.last_seen + t.late)
         times.extend(s.respawn_at for s in self.slots.values() if s.respawn_at)
+        if self.leaving_at:
+            times.append(self.leaving_at)
         return min(times) if times else None
 
     # -- events ---------------------------------------------------------------
@@ -398,7 +402,7 @@ class Supervisor:
         it back whole: the slots it added retire, and any slot it already
         moved to the new generation is moved back, new before old again.
         """
-        if self.stopping:
+        if self.stopping or self.leaving_at:
             return []
         actions: list[Action] = []
         if self.pending is not None:  # SIGHUP again: the newest configuration wins
@@ -422,7 +426,7 @@ class Supervisor:
         return actions + self._advance(now)
 
     def scale(self, delta: int, now: float) -> list[Action]:
-        if self.stopping:
+        if self.stopping or self.leaving_at:
             return []
         if self.pending is not None:
             return [Log("warning", "not scaling while a reload is in progress; try again after")]
@@ -437,6 +441,16 @@ class Supervisor:
         return [Log("info", f"scaling down to {self.count} workers"), *actions, *self._advance(now)]
 
     def shutdown(self, now: float, *, graceful: bool) -> list[Action]:
+        """Stop every worker; with ``shutdown_delay``, a graceful stop first keeps
+        serving that long while readiness says no (see ``leaving``)."""
+        delay = self.timeouts.shutdown_delay
+        if graceful and delay and not self.leaving_at and not self.stopping:
+            self.leaving_at = now + delay
+            return [
+                Notify("STOPPING", "stopping"),
+                Log("info", f"graceful shutdown in {delay:g}s: not ready, still serving"),
+            ]
+        self.leaving_at = 0.0
         first = not self.stopping
         self.stopping = True
         self._queue.clear()
@@ -445,7 +459,8 @@ class Supervisor:
         actions: list[Action] = []
         if first:
             actions.append(StopListening())
-            actions.append(Notify("STOPPING", "stopping"))
+            if not self.timeouts.shutdown_delay or not graceful:
+                actions.append(Notify("STOPPING", "stopping"))
             actions.append(Log("info", "graceful shutdown" if graceful else "immediate shutdown"))
         actions += self._shutdown_all(now, graceful=graceful)
         if not self.live():
@@ -453,6 +468,8 @@ class Supervisor:
         return actions
 
     def tick(self, now: float) -> list[Action]:
+        if self.leaving_at and now >= self.leaving_at:
+            return self.shutdown(now, graceful=True)
         actions: list[Action] = []
         t = self.timeouts
         for worker in self.live():

@@ -81,6 +81,7 @@ def timeouts(config: Config) -> _core.Timeouts:
         late=min(LATE_SECONDS, w.timeout),
         boot=w.boot_timeout,
         graceful=w.graceful_timeout,
+        shutdown_delay=w.shutdown_delay,
     )
 
 
@@ -651,7 +652,7 @@ class Master:
     def _readiness(self) -> tuple[bool, str]:
         ready = self.core.counts()["ready"]
         wanted = self.config.metrics.ready_min_workers
-        if self.core.stopping:
+        if self.core.stopping or self.core.leaving_at:
             return False, "shutting down"
         if ready < max(wanted, 1 if wanted else 0):
             return False, f"{ready} worker(s) ready, {wanted} needed"
