@@ -112,7 +112,13 @@ class Server:
         self.started = False
 
     def run(self, sockets: list[socket.socket] | None = None) -> None:
-        """Serve until stopped; raises ``SystemExit`` with the CLI's status on a failure."""
+        """Serve until stopped.
+
+        In this process: raises what a start raises (``AppLoadError``,
+        ``LifespanFailure``, ``OSError``). As a master (``workers`` > 1 or
+        ``reload``): stopped by signals, not ``should_exit``; raises
+        ``SystemExit`` with the command's exit status if it stopped on an error.
+        """
         config = self.config
         config.setup_logging()
         settings = config.settings
@@ -143,9 +149,10 @@ class Server:
         settings = config.settings
         app = load_app(settings.app) if isinstance(config.app, str) else config.app
         loop = asyncio.get_running_loop()
+        ssl_context = make_ssl_context(settings.server)  # before binding: a bad key leaks nothing
         owned = sockets is None
         listeners = bind_all(settings.server) if sockets is None else sockets
-        worker = Worker(settings, app, ssl_context=make_ssl_context(settings.server))
+        worker = Worker(settings, app, ssl_context=ssl_context)
         handled: list[signal.Signals] = []
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
@@ -216,7 +223,7 @@ def run(app: ASGIApp | str, *, config: str | None = None, **kwargs: Any) -> None
     (``limit_max_requests=1000``); ``config`` names a TOML file. With
     ``workers`` above 1 or ``reload=True`` this process becomes the master and
     forks the workers, as the ``asgid`` command does; ``app`` must then be an
-    import string. Returns when the server stops; raises ``SystemExit`` with
-    the command's exit status if it stopped on an error.
+    import string. Returns when the server stops; see ``Server.run`` for
+    what it raises.
     """
     Server(Config(app, config_file=config, **kwargs)).run()

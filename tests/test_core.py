@@ -775,3 +775,46 @@ def test_a_second_sigterm_skips_the_shutdown_delay() -> None:
     sim.do(sim.core.shutdown(sim.now, graceful=True))
     actions = sim.do(sim.core.shutdown(sim.now + 1, graceful=True))
     assert drains(actions) == [(pid, False)]
+
+
+def test_a_new_worker_dying_right_after_ready_rolls_the_reload_back() -> None:
+    sim = Sim(2)
+    old = sim.up()
+    sim.do(sim.core.reload(2, sim.now))
+    (new,) = sim.starting(0)
+    assert drains(sim.ready(new)) == [(old[0], True)]  # slot 0 moved on
+    sim.now += TIMEOUTS.boot_window / 2
+    actions = sim.exited(new, -signal.SIGSEGV)  # the new code crashes at once
+    assert of(ReloadDone, actions) == [ReloadDone(False, 2)]
+    assert of(Spawn, actions) == [Spawn(0, 1)]  # slot 0 gets the old code back
+    assert sim.core.generation == 1
+
+
+def test_a_reload_takes_over_a_replacement_waiting_in_backoff() -> None:
+    sim = Sim(1)
+    (old,) = sim.up()
+    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    for _ in range(2):  # the committed code no longer boots: retried, then backoff
+        (new,) = sim.starting()
+        sim.exited(new, 3)
+    assert sim.core.slots[0].respawn_at > sim.now
+    actions = sim.do(sim.core.reload(1, sim.now))  # the operator fixed it: SIGHUP
+    assert of(Spawn, actions) == [Spawn(0, 2)]  # at once, not behind the backoff
+    (fixed,) = sim.starting()
+    actions = sim.ready(fixed)
+    assert of(ReloadDone, actions) == [ReloadDone(True, 2)]
+    assert drains(actions) == [(old, True)]
+
+
+def test_failures_to_boot_are_forgotten_once_a_worker_served_its_boot_window() -> None:
+    sim = Sim(1)
+    (old,) = sim.up()
+    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    (new,) = sim.starting()
+    sim.exited(new, 3)  # one failure; retried at once
+    assert sim.core.slots[0].failures == 1
+    (new,) = sim.starting()
+    sim.ready(new)
+    sim.core.heartbeat(new, sim.now + TIMEOUTS.boot_window, {})
+    sim.advance(TIMEOUTS.boot_window)
+    assert sim.core.slots[0].failures == 0

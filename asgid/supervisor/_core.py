@@ -407,6 +407,12 @@ class Supervisor:
         actions: list[Action] = []
         if self.pending is not None:  # SIGHUP again: the newest configuration wins
             actions += self._forget(self.pending, now, restore=False)
+        inflight = self._inflight
+        if inflight is not None and not inflight.pid:  # a replacement waiting in backoff
+            self._inflight = None  # the reload replaces that slot's worker anyway
+            slot = self.slots.get(inflight.slot)
+            if slot is not None and slot.respawn is inflight:
+                slot.respawn_at, slot.respawn = 0.0, None
         self._last_generation += 1
         pending = self.pending = PendingReload(self._last_generation, max(1, count))
         actions += [
@@ -512,6 +518,15 @@ class Supervisor:
                     )
                 )
                 actions += self._cover(worker, HANG)
+        for worker in self.live():  # a worker past its boot window booted: a clean slate
+            slot_ = self.slots.get(worker.slot)
+            if (
+                slot_ is not None
+                and slot_.failures
+                and worker.state is State.READY
+                and now - worker.ready_at >= t.boot_window
+            ):
+                slot_.failures = 0
         for slot in self.slots.values():
             if slot.respawn_at and now >= slot.respawn_at and not self.stopping:
                 job = slot.respawn or _Replacement(slot.index, CRASH, None, self.generation)
@@ -573,7 +588,8 @@ class Supervisor:
         ):
             return []
         generation = self._successor_generation(worker.generation)
-        return [self._spawn(_Replacement(worker.slot, reason, worker.pid, generation))]
+        job = _Replacement(worker.slot, reason, worker.pid, generation)
+        return [self._respawn(self.slots[worker.slot], job)]
 
     def _settle(self, new: WorkerInfo, now: float) -> list[Action]:
         """One ready worker per slot: ``new`` or a better one; drain the others.
@@ -756,6 +772,10 @@ class Supervisor:
                     *self._backoff(slot, now, inflight),
                 ]
             self._inflight = None
+        if self.pending is not None and worker.generation == self.pending.generation:
+            # The new code: it was ready (its old worker already drains) but died
+            # in its boot window, or it is a crash's stand-in that failed too.
+            return self._rollback(message, now)
         actions: list[Action] = [Log("error", message)]
         if self.serving(worker.slot) is not None or self._replacement_starting(worker.slot):
             return actions + self._advance(now)  # the slot is covered

@@ -199,6 +199,7 @@ class Master:
         self.worker_ids = (-1, -1)  # (uid, gid) of [process].user/group; -1: the master's
         self.deployments: dict[int, Deployment] = {}  # the committed and the pending one
         self.watcher: Watcher | None = None  # --reload
+        self._previous_handlers: dict[int, Any] = {}
 
     # -- running ------------------------------------------------------------------
 
@@ -285,7 +286,8 @@ class Master:
         self._wakeup_r, self._wakeup_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.set_wakeup_fd(self._wakeup_w, warn_on_full_buffer=False)
         for signum in HANDLED_SIGNALS:
-            signal.signal(signum, _record_signal)
+            # Restored at the end: asgid.run() hands the process back to its program.
+            self._previous_handlers[signum] = signal.signal(signum, _record_signal)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ)
 
     def _read_signals(self) -> None:
@@ -303,17 +305,19 @@ class Master:
         self.reload()
 
     def _on_files_changed(self, mask: int) -> None:
-        assert self.watcher is not None
+        if self.watcher is None:  # stopped earlier in the same select() batch
+            return
         events = self.watcher.read()
         if events is None:
-            logger.error("the file watcher exited; files are no longer watched")
+            if not (self.core.stopping or self.core.leaving_at):
+                logger.error("the file watcher exited; files are no longer watched")
             self._stop_watcher()
             return
         for event in events:
             if "watching" in event:
                 logger.info("watching %s for changes", ", ".join(event["watching"]))
         changed = sorted({path for event in events for path in event.get("changed", ())})
-        if not changed or self.core.stopping:
+        if not changed or self.core.stopping or self.core.leaving_at:
             return
         shown = ", ".join(changed[:5]) + (
             f" and {len(changed) - 5} more" if len(changed) > 5 else ""
@@ -376,7 +380,8 @@ class Master:
         worker. Until then the old workers serve, and replacements for them
         keep the old configuration and listeners.
         """
-        if self.core.stopping:
+        if self.core.stopping or self.core.leaving_at:
+            logger.info("not reloading: shutting down")
             return
         try:
             config = load_config(self.config_path, self.overrides)
@@ -701,8 +706,8 @@ class Master:
                 break
             self._close_channel(pid)
         signal.set_wakeup_fd(-1)
-        for signum in HANDLED_SIGNALS:
-            signal.signal(signum, signal.SIG_DFL)
+        for signum, handler in self._previous_handlers.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._stop_metrics()
         self.listeners.close()
         self.selector.close()

@@ -20,6 +20,7 @@ import fnmatch
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -188,14 +189,23 @@ class Watcher:
         return events
 
     def stop(self) -> None:
-        """Stop the watcher; the master's reaping collects its exit status."""
-        if self.proc is None:
+        """Stop the watcher and wait for it (a second at most, then SIGKILL).
+
+        Waiting here, not leaving it to ``subprocess``'s own later reaping,
+        keeps that from ever waiting on a pid that now belongs to a worker.
+        """
+        proc, self.proc = self.proc, None
+        if proc is None:
             return
         with contextlib.suppress(ProcessLookupError):
-            self.proc.terminate()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        self.proc = None
+            proc.terminate()
+        try:
+            proc.wait(timeout=1.0)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=1.0)
+        assert proc.stdout is not None
+        proc.stdout.close()
 
 
 # -- the watcher process ---------------------------------------------------------------
@@ -290,6 +300,7 @@ def main(argv: list[str]) -> int:
         delay=float(data["delay"]),
     )
     master = os.getppid()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a terminal's ^C: the master stops us
     import setproctitle
 
     setproctitle.setproctitle(f"asgid: watcher [{' '.join(spec.roots())}]")
@@ -307,6 +318,6 @@ def main(argv: list[str]) -> int:
         watch = _watch_files
     try:
         watch(spec, master)
-    except (KeyboardInterrupt, BrokenPipeError):
-        pass  # ^C reaches the whole process group; the master decides what happens
+    except BrokenPipeError:
+        pass  # the master is gone
     return 0
