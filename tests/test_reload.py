@@ -207,6 +207,7 @@ def test_the_config_file_is_watched(start_server: StartServer, tmp_path: Path) -
         "-c", str(config), port=port, no_bind=True, app_dir=tmp_path, cwd=tmp_path
     )
     wait_for_workers(server, 1)
+    wait_for_log(server, "watching")
     config.write_text(config.read_text().replace("count = 1", "count = 2"))
     wait_for_workers(server, 2)
     assert "changed: server.toml; reloading" in server.output()
