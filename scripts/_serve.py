@@ -1,6 +1,7 @@
 """What scripts/autobahn and scripts/slowhttptest share: serving an app from
-tests/apps with ``python -m asgid`` on 127.0.0.1, waiting for it to listen,
-stopping the process groups they start, and their "<script>: ..." output.
+tests/apps with ``python -m asgid`` (or, to compare, ``python -m uvicorn``) on
+127.0.0.1, waiting for it to listen, measuring its CPU time, stopping the
+process groups they start, and their "<script>: ..." output.
 
 Not a script itself: each of them imports it as ``_serve`` (Python puts a
 script's own directory first on sys.path).
@@ -61,30 +62,87 @@ def start_asgid(app: str, port: int, log_path: Path, *options: str) -> subproces
 
     Its output goes to log_path; options are further asgid flags.
     """
+    return _spawn(
+        [
+            "-m",
+            "asgid",
+            app,
+            "--app-dir",
+            str(ROOT / "tests" / "apps"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+            *options,
+        ],
+        log_path,
+    )
+
+
+def start_uvicorn(app: str, port: int, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
+    """`python -m uvicorn app` from tests/apps on 127.0.0.1:port, in a new process group.
+
+    The same shape as start_asgid, for comparisons; options are further uvicorn flags.
+    """
+    return _spawn(
+        [
+            "-m",
+            "uvicorn",
+            app,
+            "--app-dir",
+            str(ROOT / "tests" / "apps"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            *options,
+        ],
+        log_path,
+    )
+
+
+def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """server_python() with args, from ROOT, in a new session; output to log_path."""
     with open(log_path, "wb") as out:
         return subprocess.Popen(
-            [
-                server_python(),
-                "-m",
-                "asgid",
-                app,
-                "--app-dir",
-                str(ROOT / "tests" / "apps"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--no-access-log",
-                "--log-level",
-                "warning",
-                *options,
-            ],
+            [server_python(), *args],
             cwd=ROOT,
             env=dict(os.environ, PYTHONPATH=str(ROOT)),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float | None:
+    """User+system CPU seconds of proc and all its descendants, live or reaped.
+
+    Sample it before stop(): a stopped tree has nothing left to count. None
+    where psutil is missing or proc is gone.
+    """
+    try:
+        import psutil  # asgid depends on it; this interpreter may not have it
+    except ImportError:
+        return None
+    try:
+        root = psutil.Process(proc.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return None
+    total = 0.0
+    for process in tree:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:
+            continue  # exited between the listing and now
+        # children_*: descendants it has reaped (recycled workers), no longer in the tree.
+        total += times.user + times.system + times.children_user + times.children_system
+    return total
 
 
 def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
