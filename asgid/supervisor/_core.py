@@ -245,8 +245,7 @@ class Supervisor:
 
     def queued(self, slot: int) -> bool:
         """A replacement for ``slot`` waits its turn (one is started at a time)."""
-        jobs = [*self._queue, *([self._inflight] if self._inflight else [])]
-        return any(job.slot == slot for job in jobs)
+        return any(job.slot == slot for job in self._jobs())
 
     def counts(self) -> dict[str, int]:
         result = {s.value: 0 for s in (State.STARTING, State.READY, State.DRAINING)}
@@ -341,8 +340,7 @@ class Supervisor:
         worker = self.workers.get(pid)
         if worker is None or worker.state is not State.READY or self.stopping:
             return []
-        jobs = [*self._queue, *([self._inflight] if self._inflight else [])]
-        if any(job.old == pid for job in jobs):
+        if any(job.old == pid for job in self._jobs()):
             return []
         generation = self._successor_generation(worker.generation)
         self._queue.append(_Replacement(worker.slot, reason, pid, generation))
@@ -481,6 +479,10 @@ class Supervisor:
         for worker in self.live():
             name = f"worker {worker.slot} (pid {worker.pid})"
             silent = now - worker.last_seen
+            slot = self.slots.get(worker.slot)
+            booted = worker.state is State.READY and now - worker.ready_at >= t.boot_window
+            if slot is not None and slot.failures and booted:
+                slot.failures = 0  # past its boot window: the slot boots again
             if worker.kill_at and now >= worker.kill_at:
                 worker.kill_at = now + t.kill_grace
                 actions.append(Log("warning", f"{name} killed"))
@@ -518,23 +520,17 @@ class Supervisor:
                     )
                 )
                 actions += self._cover(worker, HANG)
-        for worker in self.live():  # a worker past its boot window booted: a clean slate
-            slot_ = self.slots.get(worker.slot)
-            if (
-                slot_ is not None
-                and slot_.failures
-                and worker.state is State.READY
-                and now - worker.ready_at >= t.boot_window
-            ):
-                slot_.failures = 0
         for slot in self.slots.values():
             if slot.respawn_at and now >= slot.respawn_at and not self.stopping:
-                job = slot.respawn or _Replacement(slot.index, CRASH, None, self.generation)
-                slot.respawn_at, slot.respawn = 0.0, None
-                actions.append(self._spawn(job))
+                job = _Replacement(slot.index, CRASH, None, self.generation)
+                actions.append(self._respawn(slot, job))
         return actions
 
     # -- internals --------------------------------------------------------------
+
+    def _jobs(self) -> list[_Replacement]:
+        """The queued replacements and the one in flight."""
+        return [*self._queue, *([self._inflight] if self._inflight else [])]
 
     def _spawn(self, job: _Replacement) -> Spawn:
         # A job may have waited (in backoff, in the queue) past its generation's
@@ -544,16 +540,19 @@ class Supervisor:
         self._spawning.append(job)
         return Spawn(job.slot, job.generation)
 
+    @property
+    def _pending_generation(self) -> int | None:
+        return self.pending.generation if self.pending is not None else None
+
     def _successor_generation(self, generation: int) -> int:
         """The generation a worker of ``generation`` is replaced with."""
-        pending = self.pending.generation if self.pending is not None else None
+        pending = self._pending_generation
         if generation in (self.generation, pending):
             return generation
         return pending if pending is not None else self.generation
 
     def _rank(self, worker: WorkerInfo) -> tuple[bool, bool]:
-        pending = self.pending.generation if self.pending is not None else None
-        return (worker.generation == pending, worker.generation == self.generation)
+        return (worker.generation == self._pending_generation, worker.generation == self.generation)
 
     def _all_ready(self) -> bool:
         return all(self.serving(index) is not None for index in self.slots)
