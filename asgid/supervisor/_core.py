@@ -405,12 +405,11 @@ class Supervisor:
         actions: list[Action] = []
         if self.pending is not None:  # SIGHUP again: the newest configuration wins
             actions += self._forget(self.pending, now, restore=False)
-        inflight = self._inflight
-        if inflight is not None and not inflight.pid:  # a replacement waiting in backoff
-            self._inflight = None  # the reload replaces that slot's worker anyway
-            slot = self.slots.get(inflight.slot)
-            if slot is not None and slot.respawn is inflight:
-                slot.respawn_at, slot.respawn = 0.0, None
+        if self._inflight is not None and not self._inflight.pid:
+            # A replacement waiting in backoff must not hold the reload up. It
+            # stays the slot's backoff respawn; the reload's job for the slot,
+            # if it keeps the slot, starts a worker at once and clears it.
+            self._inflight = None
         self._last_generation += 1
         pending = self.pending = PendingReload(self._last_generation, max(1, count))
         actions += [
