@@ -818,3 +818,15 @@ def test_failures_to_boot_are_forgotten_once_a_worker_served_its_boot_window() -
     sim.core.heartbeat(new, sim.now + TIMEOUTS.boot_window, {})
     sim.advance(TIMEOUTS.boot_window)
     assert sim.core.slots[0].failures == 0
+
+
+def test_a_reload_dropping_a_slot_in_backoff_keeps_it_covered_until_it_commits() -> None:
+    sim = Sim(2)
+    _, second = sim.up()
+    sim.do(sim.core.due(second, MAX_REQUESTS, sim.now))
+    for _ in range(2):  # its replacement fails twice: backoff, still in flight
+        (new,) = sim.starting(1)
+        sim.exited(new, 3)
+    sim.exited(second, -signal.SIGKILL)  # and the old worker dies too
+    sim.do(sim.core.reload(1, sim.now))  # slot 1 retires only when the reload commits
+    assert sim.core.slots[1].respawn_at  # meanwhile its backoff respawn still stands
