@@ -10,6 +10,7 @@ import contextlib
 import os
 import socket
 import stat
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from .config import BindAddress, ServerSettings, parse_bind
@@ -55,17 +56,21 @@ def bind_socket(
     return sock
 
 
-def bind_all(settings: ServerSettings, *, reuse_port: bool | None = None) -> list[socket.socket]:
-    """Bind every ``[server].bind`` address; on failure close what was bound."""
+def bind_all(
+    settings: ServerSettings, addresses: Iterable[str] | None = None
+) -> list[socket.socket]:
+    """Bind ``addresses`` (every ``[server].bind`` one by default) with the
+    settings' backlog, ``reuse_port`` and ``uds_mode``; on failure close what
+    was bound and raise."""
     sockets: list[socket.socket] = []
     mode = int(settings.uds_mode, 8)
     try:
-        for text in settings.bind:
+        for text in settings.bind if addresses is None else addresses:
             sockets.append(
                 bind_socket(
                     parse_bind(text),
                     backlog=settings.backlog,
-                    reuse_port=settings.reuse_port if reuse_port is None else reuse_port,
+                    reuse_port=settings.reuse_port,
                     uds_mode=mode,
                 )
             )

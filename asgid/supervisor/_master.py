@@ -26,7 +26,7 @@ import setproctitle
 
 from .. import _logging
 from .._limits import raise_nofile_limit
-from .._sockets import bind_socket, describe, make_ssl_context
+from .._sockets import bind_all, describe, make_ssl_context
 from ..config import Config, ConfigError, ServerSettings, load_config, parse_bind
 from . import _core, _metrics
 from . import _messages as msg
@@ -109,23 +109,10 @@ class Listeners:
         """
         if self.inherited:
             return list(self.inherited)
-        fresh: dict[str, socket.socket] = {}
-        try:
-            for address in settings.bind:
-                if address in self.bound or address in fresh:
-                    continue
-                fresh[address] = bind_socket(
-                    parse_bind(address),
-                    backlog=settings.backlog,
-                    reuse_port=settings.reuse_port,
-                    uds_mode=int(settings.uds_mode, 8),
-                )
-        except OSError:
-            for sock in fresh.values():
-                sock.close()
-            raise
-        self.bound.update(fresh)
-        return [self.bound[address] for address in dict.fromkeys(settings.bind)]
+        wanted = list(dict.fromkeys(settings.bind))
+        missing = [address for address in wanted if address not in self.bound]
+        self.bound.update(zip(missing, bind_all(settings, missing), strict=True))
+        return [self.bound[address] for address in wanted]
 
     def release(self, keep: list[socket.socket]) -> None:
         """Close the master's copy of every socket not in ``keep``.
