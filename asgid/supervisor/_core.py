@@ -233,6 +233,11 @@ class Supervisor:
     def reloading(self) -> bool:
         return self.pending is not None
 
+    @property
+    def shutting_down(self) -> bool:
+        """Stopping, or serving out ``shutdown_delay`` before the drain."""
+        return self.stopping or bool(self.leaving_at)
+
     def live(self) -> list[WorkerInfo]:
         return [w for w in self.workers.values() if w.state is not State.EXITED]
 
@@ -400,7 +405,7 @@ class Supervisor:
         it back whole: the slots it added retire, and any slot it already
         moved to the new generation is moved back, new before old again.
         """
-        if self.stopping or self.leaving_at:
+        if self.shutting_down:
             return []
         actions: list[Action] = []
         if self.pending is not None:  # SIGHUP again: the newest configuration wins
@@ -429,7 +434,7 @@ class Supervisor:
         return actions + self._advance(now)
 
     def scale(self, delta: int, now: float) -> list[Action]:
-        if self.stopping or self.leaving_at:
+        if self.shutting_down:
             return []
         if self.pending is not None:
             return [Log("warning", "not scaling while a reload is in progress; try again after")]

@@ -296,7 +296,7 @@ class Master:
             return
         events = self.watcher.read()
         if events is None:
-            if not (self.core.stopping or self.core.leaving_at):
+            if not self.core.shutting_down:
                 logger.error("the file watcher exited; files are no longer watched")
             self._stop_watcher()
             return
@@ -304,7 +304,7 @@ class Master:
             if "watching" in event:
                 logger.info("watching %s for changes", ", ".join(event["watching"]))
         changed = sorted({path for event in events for path in event.get("changed", ())})
-        if not changed or self.core.stopping or self.core.leaving_at:
+        if not changed or self.core.shutting_down:
             return
         shown = ", ".join(changed[:5]) + (
             f" and {len(changed) - 5} more" if len(changed) > 5 else ""
@@ -367,7 +367,7 @@ class Master:
         worker. Until then the old workers serve, and replacements for them
         keep the old configuration and listeners.
         """
-        if self.core.stopping or self.core.leaving_at:
+        if self.core.shutting_down:
             logger.info("not reloading: shutting down")
             return
         try:
@@ -644,7 +644,7 @@ class Master:
     def _readiness(self) -> tuple[bool, str]:
         ready = self.core.counts()["ready"]
         wanted = self.config.metrics.ready_min_workers
-        if self.core.stopping or self.core.leaving_at:
+        if self.core.shutting_down:
             return False, "shutting down"
         if ready < max(wanted, 1 if wanted else 0):
             return False, f"{ready} worker(s) ready, {wanted} needed"
