@@ -108,7 +108,7 @@ from typing import Any
 import httptools
 import psutil
 import uvloop
-from _common import free_port, git_state, machine, package_versions, pinned, stop_group
+from _common import free_port, git_state, http_get, machine, package_versions, pinned, stop_group
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.protocol import State
@@ -239,24 +239,6 @@ def server_command(name: str, port: int, scenario: str, uvicorn_healthcheck: boo
             *(["--max-requests", str(MAX_REQUESTS)] if recycle else []),
         ]  # fmt: skip
     raise ValueError(name)
-
-
-def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-    """One GET on its own connection; (status, body) — bodies here are small."""
-    deadline = time.monotonic() + timeout
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-        )
-        chunks = []
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return int(head.split(b"\r\n", 1)[0].split()[1]), body
 
 
 def _alive(p: psutil.Process) -> bool:

@@ -42,7 +42,6 @@ import os
 import re
 import resource
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -52,7 +51,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import free_port, git_state, machine, median, package_versions
+from _common import free_port, git_state, group_alive, http_get, machine, median, package_versions
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -213,24 +212,6 @@ class Wrk:
 # -- servers ----------------------------------------------------------------------
 
 
-def http_get(port: int, path: str, timeout: float = REQUEST_TIMEOUT) -> tuple[int, bytes]:
-    """One GET on its own connection; (status, body) — bodies here are small."""
-    deadline = time.monotonic() + timeout
-    with socket.create_connection((HOST, port), timeout=timeout) as sock:
-        sock.sendall(
-            f"GET {path} HTTP/1.1\r\nHost: {HOST}:{port}\r\nConnection: close\r\n\r\n".encode()
-        )
-        chunks = []
-        while time.monotonic() < deadline:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            data = sock.recv(65536)
-            if not data:
-                break
-            chunks.append(data)
-    head, _, body = b"".join(chunks).partition(b"\r\n\r\n")
-    return int(head.split(b"\r\n", 1)[0].split()[1]), body
-
-
 def _alive(p: psutil.Process) -> bool:
     try:
         return bool(p.status() != psutil.STATUS_ZOMBIE)
@@ -357,30 +338,15 @@ class Server:
                 self.proc.wait(timeout=STOP_TIMEOUT)
         # Stragglers of the group (workers still draining) get the same deadline.
         deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and _group_alive(self.pgid):
+        while time.monotonic() < deadline and group_alive(self.pgid):
             time.sleep(0.05)
-        if _group_alive(self.pgid):
+        if group_alive(self.pgid):
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pgid, signal.SIGKILL)
         self._log.close()
         with contextlib.suppress(ValueError):
             LIVE_SERVERS.remove(self)
         return time.monotonic() - t0
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # killpg(0) succeeds for zombies too; look for a live member.
-    for p in psutil.process_iter(["pid"]):
-        with contextlib.suppress(psutil.Error):
-            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
-                return True
-    return False
 
 
 def mem(p: psutil.Process) -> dict[str, Any]:

@@ -62,24 +62,7 @@ def start_asgid(app: str, port: int, log_path: Path, *options: str) -> subproces
 
     Its output goes to log_path; options are further asgid flags.
     """
-    return _spawn(
-        [
-            "-m",
-            "asgid",
-            app,
-            "--app-dir",
-            str(ROOT / "tests" / "apps"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-            *options,
-        ],
-        log_path,
-    )
+    return _start_server("asgid", app, port, log_path, "--no-access-log", *options)
 
 
 def start_uvicorn(app: str, port: int, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
@@ -87,23 +70,16 @@ def start_uvicorn(app: str, port: int, log_path: Path, *options: str) -> subproc
 
     The same shape as start_asgid, for comparisons; options are further uvicorn flags.
     """
-    return _spawn(
-        [
-            "-m",
-            "uvicorn",
-            app,
-            "--app-dir",
-            str(ROOT / "tests" / "apps"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            *options,
-        ],
-        log_path,
-    )
+    return _start_server("uvicorn", app, port, log_path, *options)
+
+
+def _start_server(
+    module: str, app: str, port: int, log_path: Path, *options: str
+) -> subprocess.Popen[bytes]:
+    """The flags both servers spell alike: the app from tests/apps, 127.0.0.1:port, warnings."""
+    apps = str(ROOT / "tests" / "apps")
+    common = ["--app-dir", apps, "--host", "127.0.0.1", "--port", str(port)]
+    return _spawn(["-m", module, app, *common, "--log-level", "warning", *options], log_path)
 
 
 def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
