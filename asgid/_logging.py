@@ -152,9 +152,9 @@ _UVICORN_NAMES = {
 def _forward_to_uvicorn_loggers(named: set[str]) -> None:
     for ours, theirs in _UVICORN_NAMES.items():
         target = next((name for name in theirs if name in named), None)
-        logger = logging.getLogger(ours)
         if ours in named or target is None:
             continue
+        logger = logging.getLogger(ours)
         destination = logging.getLogger(target)
         handler = _Forward(destination, access=ours == "asgid.access")
         logger.handlers[:] = [handler]
