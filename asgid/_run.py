@@ -23,8 +23,8 @@ from . import _logging
 from ._limits import raise_nofile_limit
 from ._sockets import bind_all, make_ssl_context
 from .config import Config as Settings
-from .config import ConfigError, load_config
-from .config._load import overrides_from_kwargs, uvicorn_warnings
+from .config import ConfigError, _uvicorn, load_config
+from .config._load import overrides_from_kwargs
 from .worker._types import ASGIApp
 
 logger = logging.getLogger("asgid.error")
@@ -58,7 +58,7 @@ class Config:
             self.log_config = log_config
         elif log_config:
             kwargs["log_config"] = str(log_config)
-        self.warnings = uvicorn_warnings(kwargs)
+        self.warnings = _uvicorn.warnings(kwargs)
         self.overrides = overrides_from_kwargs(kwargs)
         self.overrides["app.target"] = app if isinstance(app, str) else "__main__:app"
         self.settings: Settings = load_config(config_file, self.overrides)

@@ -144,12 +144,8 @@ def _help(text: str, default: object, choices: tuple[str, ...]) -> str:
 
 
 def uvicorn_option_warnings(args: argparse.Namespace) -> list[str]:
-    given = {
-        name: value
-        for name in uvicorn_options.OPTION_NAMES
-        if (value := getattr(args, f"uvicorn.{name}", None)) is not None
-    }
-    return [text for name, value in given.items() if (text := uvicorn_options.warning(name, value))]
+    given = {name: getattr(args, f"uvicorn.{name}", None) for name in uvicorn_options.OPTION_NAMES}
+    return uvicorn_options.warnings({k: v for k, v in given.items() if v is not None})
 
 
 def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:

@@ -507,7 +507,7 @@ def test_run_keywords_uvicorn_listeners() -> None:
 
 
 def test_run_keywords_accept_uvicorns_implementation_choices() -> None:
-    from asgid.config._load import uvicorn_warnings
+    from asgid.config._uvicorn import warnings as uvicorn_warnings
 
     same = {"http": "httptools", "ws": "websockets-sansio", "use_colors": False}
     assert overrides_from_kwargs(same) == {}

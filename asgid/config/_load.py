@@ -388,18 +388,12 @@ def keyword_names() -> dict[str, str]:
     return names
 
 
-def uvicorn_warnings(kwargs: Mapping[str, Any]) -> list[str]:
-    """A warning for each uvicorn option in ``kwargs`` that asgid serves its own way."""
-    found = (_uvicorn.warning(k, v) for k, v in kwargs.items() if k in _uvicorn.OPTION_NAMES)
-    return [text for text in found if text]
-
-
 def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     """Turn ``asgid.run(..., port=8001, workers=2)`` keywords into overrides."""
     names = keyword_names()
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in kwargs.items()}
     for name in [name for name in values if name in _uvicorn.OPTION_NAMES]:
-        values.pop(name)  # the caller warns (uvicorn_warnings)
+        values.pop(name)  # the caller warns (_uvicorn.warnings)
     uvicorn = {k: values.pop(k) for k in ("host", "port", "uds", "fd") if k in values}
     overrides: dict[str, Any] = {}
     if uvicorn:

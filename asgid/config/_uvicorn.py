@@ -10,7 +10,9 @@ saying how asgid differs; none is an error.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 def bind_from_uvicorn(
@@ -82,6 +84,12 @@ OPTIONS = (
     ),
 )
 OPTION_NAMES = {option.name: option for option in OPTIONS}
+
+
+def warnings(given: Mapping[str, Any]) -> list[str]:
+    """A warning for each of uvicorn's options in ``given`` that asgid serves its own way."""
+    found = (warning(name, value) for name, value in given.items() if name in OPTION_NAMES)
+    return [text for text in found if text]
 
 
 def warning(name: str, value: object) -> str | None:
