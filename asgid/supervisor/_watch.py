@@ -249,10 +249,10 @@ def _watch_files(spec: Spec, master: int) -> None:
             _report(path for _, path in changes)
 
 
-def _scan(spec: Spec, path_filter: PathFilter) -> dict[str, tuple[float, int]]:
+def _scan(roots: tuple[str, ...], path_filter: PathFilter) -> dict[str, tuple[float, int]]:
     """Modification time and size of every file that counts."""
     found: dict[str, tuple[float, int]] = {}
-    for root in spec.roots():
+    for root in roots:
         for path in _walk(root, path_filter):
             if path_filter(path, root):
                 with contextlib.suppress(OSError):
@@ -270,17 +270,18 @@ def _walk(root: str, path_filter: PathFilter) -> Iterator[str]:
 
 def _poll(spec: Spec, master: int) -> None:
     path_filter = spec.filter()
-    seen = _scan(spec, path_filter)
-    _say("watching", spec.roots())
+    roots = spec.roots()
+    seen = _scan(roots, path_filter)
+    _say("watching", roots)
     while os.getppid() == master:
         time.sleep(POLL_SECONDS)
-        current = _scan(spec, path_filter)
+        current = _scan(roots, path_filter)
         if current == seen:
             continue
         burst_started = time.monotonic()
         while time.monotonic() - burst_started < MAX_GROUPING:  # until quiet for `delay`
             time.sleep(spec.delay)
-            later = _scan(spec, path_filter)
+            later = _scan(roots, path_filter)
             if later == current:
                 break
             current = later
