@@ -21,7 +21,8 @@ from typing import Any
 
 from . import _logging
 from ._limits import raise_nofile_limit
-from ._sockets import bind_all, make_ssl_context
+from ._sockets import bind_all
+from ._tls import make_ssl_context
 from .config import Config as Settings
 from .config import ConfigError, _uvicorn, load_config
 from .config._load import overrides_from_kwargs
@@ -114,10 +115,10 @@ class Server:
     def run(self, sockets: list[socket.socket] | None = None) -> None:
         """Serve until stopped.
 
-        In this process: raises what a start raises (``AppLoadError``,
-        ``LifespanFailure``, ``OSError``). As a master (``workers`` > 1 or
-        ``reload``): stopped by signals, not ``should_exit``; raises
-        ``SystemExit`` with the command's exit status if it stopped on an error.
+        Raises what a start raises (``ConfigError``, ``OSError``,
+        ``AppLoadError``, ``BootError``, of which ``LifespanFailure`` is one).
+        As a master (``workers`` > 1 or ``reload``) it is stopped by signals,
+        not ``should_exit``.
         """
         config = self.config
         config.setup_logging()
@@ -131,10 +132,7 @@ class Server:
                 )
             from .supervisor import Master
 
-            master = Master(settings, config_path=config.config_file, overrides=config.overrides)
-            code = master.run()
-            if code:
-                raise SystemExit(code)
+            Master(settings, config_path=config.config_file, overrides=config.overrides).run()
             return
         raise_nofile_limit()  # this process owns its limits, as the master does
         from .worker import run_loop

@@ -1,7 +1,8 @@
-"""Listening sockets: bind them, or adopt the ones systemd or a parent passed.
+"""Listening sockets: bind them, adopt the ones systemd or a parent passed,
+and keep one per address for as long as any generation of workers uses it.
 
 Used by the master before it forks and by a single in-process worker; never
-by anything that runs per request.
+by anything that runs per request. TLS contexts are in ``_tls``.
 """
 
 from __future__ import annotations
@@ -11,12 +12,8 @@ import os
 import socket
 import stat
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
 
 from .config import BindAddress, ServerSettings, parse_bind
-
-if TYPE_CHECKING:
-    import ssl
 
 
 def bind_socket(
@@ -90,54 +87,63 @@ def describe(sock: socket.socket) -> str:
     return f"{host}:{name[1]}"
 
 
-def make_ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
-    """The TLS context for ``ssl_*`` settings, or None when TLS is off.
+class Listeners:
+    """The master's listening sockets: one per address, shared by every worker.
 
-    TLS 1.2 is the oldest version offered; renegotiation is refused (HTTP/1.1
-    never needs it, and a client could use it to make the server repeat the
-    costly handshake at will; OpenSSL 3 refuses it by default, 1.1.1 does
-    not). Errors name the files they come from.
+    Every worker accepts on the same socket, so a connection waits only
+    while no worker at all is accepting: a worker that is booting, blocked,
+    dead or draining leaves the queue to its siblings, and a replaced
+    worker's queue is served by whoever accepts next, never reset. The master
+    binds before forking and keeps its copies open until shutdown, so a
+    queue outlives every worker. Sockets handed over by systemd (LISTEN_FDS)
+    are used as they come, whatever ``bind`` says.
     """
-    if not settings.ssl_certfile:
-        return None
-    import ssl  # only workers of TLS listeners need it
 
-    if settings.ssl_cert_reqs and not settings.ssl_ca_certs:
-        raise ValueError(
-            "ssl_cert_reqs asks for client certificates: set ssl_ca_certs to verify them"
-        )
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.options |= ssl.OP_NO_RENEGOTIATION
-    keyfile = settings.ssl_keyfile or settings.ssl_certfile
-    try:
-        context.load_cert_chain(
-            settings.ssl_certfile,
-            settings.ssl_keyfile or None,
-            settings.ssl_keyfile_password or _no_password,
-        )
-    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
-        wrong = settings.ssl_keyfile_password and isinstance(exc, ssl.SSLError)
-        hint = " (wrong ssl_keyfile_password?)" if wrong else ""
-        raise OSError(
-            f"cannot load {settings.ssl_certfile} with key {keyfile}: {exc}{hint}"
-        ) from exc
-    context.verify_mode = ssl.VerifyMode(settings.ssl_cert_reqs)
-    if settings.ssl_ca_certs:
-        try:
-            context.load_verify_locations(settings.ssl_ca_certs)
-        except OSError as exc:
-            raise OSError(f"cannot load ssl_ca_certs {settings.ssl_ca_certs}: {exc}") from exc
-    if settings.ssl_ciphers:
-        try:
-            context.set_ciphers(settings.ssl_ciphers)
-        except ssl.SSLError as exc:
-            raise OSError(f"ssl_ciphers {settings.ssl_ciphers!r}: {exc}") from exc
-    context.set_alpn_protocols(["http/1.1"])
-    return context
+    def __init__(self, inherited: list[socket.socket] | None = None) -> None:
+        self.inherited = inherited or []
+        self.bound: dict[str, socket.socket] = {}
+
+    def acquire(self, settings: ServerSettings) -> list[socket.socket]:
+        """The sockets for ``settings``: those already bound, plus new binds.
+
+        On a bind error, what this call bound is closed again and nothing
+        else changes.
+        """
+        if self.inherited:
+            return list(self.inherited)
+        wanted = list(dict.fromkeys(settings.bind))
+        missing = [address for address in wanted if address not in self.bound]
+        self.bound.update(zip(missing, bind_all(settings, missing), strict=True))
+        return [self.bound[address] for address in wanted]
+
+    def release(self, keep: list[socket.socket]) -> None:
+        """Close the master's copy of every socket not in ``keep``.
+
+        Workers hold their own copies: a listener dropped by a reload stays
+        open until the workers that use it have drained.
+        """
+        kept = {id(sock) for sock in keep}
+        for address, sock in list(self.bound.items()):
+            if id(sock) not in kept:
+                del self.bound[address]
+                _close_listener(address, sock)
+
+    def all(self) -> list[socket.socket]:
+        return list(self.inherited) + list(self.bound.values())
+
+    def describe(self) -> list[str]:
+        return [describe(sock) for sock in self.all()]
+
+    def close(self) -> None:
+        for sock in self.inherited:
+            sock.close()
+        self.inherited = []
+        self.release([])
 
 
-def _no_password() -> str:
-    # Without a password callback OpenSSL would prompt on the terminal, and a
-    # worker would wait there for ever.
-    raise ValueError("the TLS key is encrypted: set ssl_keyfile_password")
+def _close_listener(address: str, sock: socket.socket) -> None:
+    sock.close()
+    parsed = parse_bind(address)
+    if parsed.path:
+        with contextlib.suppress(OSError):
+            os.unlink(parsed.path)

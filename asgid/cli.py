@@ -1,24 +1,19 @@
 """The command line: flags from the settings schema, errors to exit codes.
 
-This is the only module that turns exceptions into exit statuses:
-
-    0  stopped cleanly
-    1  unexpected error
-    2  bad usage or configuration
-    3  a worker failed to boot (lifespan startup failed)
-    4  the application could not be imported
+This is the only module that turns exceptions into exit statuses (``ExitCode``).
 """
 
 from __future__ import annotations
 
 import argparse
+import enum
 import logging
 import sys
 from collections.abc import Sequence
 from typing import Any
 
 from . import _logging
-from ._exceptions import AppLoadError, LifespanFailure
+from ._exceptions import AppLoadError, BootError, LifespanFailure
 from ._version import __version__
 from .config import Config, ConfigError, iter_settings, load_config
 from .config import _uvicorn as uvicorn_options
@@ -26,11 +21,14 @@ from .config._load import unknown_environment
 from .config._uvicorn import bind_from_uvicorn
 from .supervisor import Master, preflight
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_CONFIG = 2
-EXIT_BOOT = 3
-EXIT_APP_LOAD = 4
+
+class ExitCode(enum.IntEnum):
+    OK = 0  # stopped cleanly
+    ERROR = 1  # unexpected error (cannot bind, ...)
+    CONFIG = 2  # bad usage or configuration
+    BOOT = 3  # a worker failed to boot (TLS files, user switch, lifespan startup)
+    APP_LOAD = 4  # the application could not be imported
+
 
 logger = logging.getLogger("asgid.error")
 
@@ -184,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _logging.configure(config.logging)
     except ConfigError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     try:
         if args.check_config:
             from .worker import load_app
@@ -192,22 +190,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             preflight(config)
             load_app(config.app)
             print(f"asgid: {args.config or 'configuration'} is valid; {config.app.target} imported")
-            return EXIT_OK
+            return ExitCode.OK
         return _serve(config, args.config, overrides)
     except ConfigError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return ExitCode.CONFIG
     except AppLoadError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
-        return EXIT_APP_LOAD
+        return ExitCode.APP_LOAD
     except LifespanFailure as exc:
         print(f"asgid: error: application startup failed: {exc}", file=sys.stderr)
-        return EXIT_BOOT
+        return ExitCode.BOOT
+    except BootError as exc:
+        print(f"asgid: error: {exc}", file=sys.stderr)
+        return ExitCode.BOOT
     except OSError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        return ExitCode.ERROR
 
 
-def _serve(config: Config, config_path: str | None, overrides: dict[str, Any]) -> int:
+def _serve(config: Config, config_path: str | None, overrides: dict[str, Any]) -> ExitCode:
     """Run the master, which forks and supervises the workers."""
-    return Master(config, config_path=config_path, overrides=overrides).run()
+    Master(config, config_path=config_path, overrides=overrides).run()
+    return ExitCode.OK

@@ -302,7 +302,9 @@ def test_config_is_frozen(tmp_path: Path) -> None:
 
 def test_no_file_uses_defaults_and_overrides() -> None:
     config = load_config(None, TARGET, environ={})
-    assert config == Config().replace(app=dataclasses.replace(Config().app, target="pkg.mod:app"))
+    assert config == dataclasses.replace(
+        Config(), app=dataclasses.replace(Config().app, target="pkg.mod:app")
+    )
 
 
 def test_missing_target_is_an_error() -> None:

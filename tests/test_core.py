@@ -14,19 +14,15 @@ from typing import TypeVar
 import pytest
 
 from asgid.supervisor._core import (
-    CRASH,
-    HANG,
-    MAX_REQUESTS,
-    MEMORY,
-    RELOAD,
-    SCALE,
     TRANSITIONS,
     Action,
     Drain,
+    Event,
     Exit,
     Kill,
     Log,
     Notify,
+    Reason,
     ReloadDone,
     Restarted,
     Spawn,
@@ -130,30 +126,47 @@ def messages(actions: Iterable[Action]) -> str:
 
 def test_the_lifecycle_table() -> None:
     assert TRANSITIONS == {
-        (State.STARTING, "ready"): State.READY,
-        (State.STARTING, "drain"): State.DRAINING,
-        (State.STARTING, "exit"): State.EXITED,
-        (State.READY, "drain"): State.DRAINING,
-        (State.READY, "exit"): State.EXITED,
-        (State.DRAINING, "drain"): State.DRAINING,
-        (State.DRAINING, "exit"): State.EXITED,
+        (State.STARTING, Event.READY): State.READY,
+        (State.STARTING, Event.DRAIN): State.DRAINING,
+        (State.STARTING, Event.EXIT): State.EXITED,
+        (State.READY, Event.LATE): State.LATE,
+        (State.READY, Event.HANG): State.HUNG,
+        (State.READY, Event.DRAIN): State.DRAINING,
+        (State.READY, Event.EXIT): State.EXITED,
+        (State.LATE, Event.HANG): State.HUNG,
+        (State.LATE, Event.DRAIN): State.DRAINING,
+        (State.LATE, Event.EXIT): State.EXITED,
+        (State.HUNG, Event.DRAIN): State.DRAINING,
+        (State.HUNG, Event.EXIT): State.EXITED,
+        (State.DRAINING, Event.HANG): State.DRAINING,
+        (State.DRAINING, Event.DRAIN): State.DRAINING,
+        (State.DRAINING, Event.EXIT): State.EXITED,
     }
+
+
+def test_every_state_is_in_the_table() -> None:
+    reachable = {state for pair, state in TRANSITIONS.items()} | {state for state, _ in TRANSITIONS}
+    assert reachable == set(State)
 
 
 @pytest.mark.parametrize(
     ("state", "event"),
     [
-        (State.READY, "ready"),
-        (State.DRAINING, "ready"),
-        (State.EXITED, "ready"),
-        (State.EXITED, "drain"),
-        (State.EXITED, "exit"),
-        (State.STARTING, "start"),
+        (State.READY, Event.READY),
+        (State.DRAINING, Event.READY),
+        (State.EXITED, Event.READY),
+        (State.EXITED, Event.DRAIN),
+        (State.EXITED, Event.EXIT),
+        (State.STARTING, Event.LATE),
+        (State.STARTING, Event.HANG),
+        (State.LATE, Event.LATE),
+        (State.HUNG, Event.HANG),
     ],
 )
-def test_illegal_transitions_raise(state: State, event: str) -> None:
+def test_illegal_transitions_raise(state: State, event: Event) -> None:
     worker = WorkerInfo(pid=7, slot=0, generation=1, started=0.0, state=state)
-    with pytest.raises(TransitionError, match=f"worker 7: cannot {event} while {state.value}"):
+    match = f"worker 7: cannot {event.value} while {state.value}"
+    with pytest.raises(TransitionError, match=match):
         worker.move(event)
     assert worker.state is state
 
@@ -215,7 +228,7 @@ def test_a_worker_that_served_is_replaced_at_once_however_often_it_dies() -> Non
     for _ in range(5):
         sim.now += TIMEOUTS.boot_window + 1  # it served for a while
         actions = sim.exited(pid, -signal.SIGKILL)
-        assert of(Restarted, actions) == [Restarted(CRASH)]
+        assert of(Restarted, actions) == [Restarted(Reason.CRASH)]
         assert f"worker 0 (pid {pid}) died (signal SIGKILL)" in messages(actions)
         assert of(Spawn, actions) == [Spawn(0, 1)]  # no backoff: it was not a boot failure
         (pid,) = sim.starting()
@@ -340,7 +353,7 @@ def test_a_late_worker_gets_a_stand_in_then_sigabrt_then_sigkill() -> None:
     assert kills(sim.advance(0.1)) == [(hung, signal.SIGKILL)]
     actions = sim.ready(stand_in)
     assert drains(actions) == [(hung, True)]
-    assert of(Restarted, actions) == [Restarted(HANG)]
+    assert of(Restarted, actions) == [Restarted(Reason.HANG)]
     actions = sim.exited(hung, -signal.SIGKILL)
     assert of(Spawn, actions) == []
     assert sim.serving() == sorted([stand_in, other])
@@ -372,7 +385,7 @@ def test_a_hung_worker_that_dies_before_its_replacement_is_ready() -> None:
     sim.advance(TIMEOUTS.heartbeat + 1)
     (replacement,) = sim.starting()
     actions = sim.exited(hung, -signal.SIGABRT)
-    assert of(Restarted, actions) == [Restarted(HANG)]
+    assert of(Restarted, actions) == [Restarted(Reason.HANG)]
     assert of(Spawn, actions) == []  # the replacement is on its way
     sim.ready(replacement)
     assert sim.serving() == [replacement]
@@ -381,7 +394,7 @@ def test_a_hung_worker_that_dies_before_its_replacement_is_ready() -> None:
 def test_a_draining_worker_whose_loop_blocks_is_killed() -> None:
     sim = Sim(1, Timeouts(heartbeat=10.0, graceful=60.0))
     (old,) = sim.up()
-    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    sim.do(sim.core.due(old, Reason.MAX_REQUESTS, sim.now))
     (new,) = sim.starting()
     sim.core.heartbeat(old, sim.now, {})
     sim.ready(new)
@@ -417,7 +430,7 @@ def test_reload_replaces_one_slot_at_a_time_new_before_old() -> None:
         sim.now += 0.5
         actions = sim.ready(pid)
         assert drains(actions) == [(old[slot], True)]
-        assert of(Restarted, actions) == [Restarted(RELOAD)]
+        assert of(Restarted, actions) == [Restarted(Reason.RELOAD)]
         if slot < 2:
             assert of(Spawn, actions) == [Spawn(slot + 1, 2)]
             assert of(ReloadDone, actions) == []
@@ -517,7 +530,7 @@ def test_reload_while_stopping_is_ignored() -> None:
 # -- recycling --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("reason", [MAX_REQUESTS, MEMORY])
+@pytest.mark.parametrize("reason", [Reason.MAX_REQUESTS, Reason.MEMORY])
 def test_a_due_worker_is_replaced_new_before_old(reason: str) -> None:
     sim = Sim(2)
     old, other = sim.up()
@@ -538,8 +551,8 @@ def test_a_due_worker_is_replaced_new_before_old(reason: str) -> None:
 def test_due_workers_are_replaced_one_at_a_time() -> None:
     sim = Sim(2)
     first, second = sim.up()
-    sim.do(sim.core.due(first, MAX_REQUESTS, sim.now))
-    assert of(Spawn, sim.do(sim.core.due(second, MAX_REQUESTS, sim.now))) == []
+    sim.do(sim.core.due(first, Reason.MAX_REQUESTS, sim.now))
+    assert of(Spawn, sim.do(sim.core.due(second, Reason.MAX_REQUESTS, sim.now))) == []
     (new,) = sim.starting()
     assert of(Spawn, sim.ready(new)) == [Spawn(1, 1)]
 
@@ -547,7 +560,7 @@ def test_due_workers_are_replaced_one_at_a_time() -> None:
 def test_a_replacement_that_fails_to_boot_keeps_the_old_worker_and_retries() -> None:
     sim = Sim(1)
     (old,) = sim.up()
-    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    sim.do(sim.core.due(old, Reason.MAX_REQUESTS, sim.now))
     (new,) = sim.starting()
     actions = sim.exited(new, 3)
     assert "keeping the old worker" in messages(actions)
@@ -559,7 +572,7 @@ def test_a_replacement_that_fails_to_boot_keeps_the_old_worker_and_retries() -> 
     retry = sim.core.slots[0].respawn_at - sim.now
     assert retry > 0
     assert of(Spawn, actions) == []
-    assert sim.do(sim.core.due(old, MAX_REQUESTS, sim.now)) == []  # the retry is pending
+    assert sim.do(sim.core.due(old, Reason.MAX_REQUESTS, sim.now)) == []  # the retry is pending
     assert of(Spawn, sim.advance(retry)) == [Spawn(0, 1)]
     (new,) = sim.starting()
     assert drains(sim.ready(new)) == [(old, True)]
@@ -578,7 +591,7 @@ def test_scale_up_and_down() -> None:
     assert sim.core.count == 3
     actions = sim.do(sim.core.scale(-1, sim.now))
     assert drains(actions) == [(third, True)]
-    assert of(Restarted, actions) == [Restarted(SCALE)]
+    assert of(Restarted, actions) == [Restarted(Reason.SCALE)]
     assert sim.core.count == 2
     assert 2 not in sim.core.slots
     sim.exited(third, 0)
@@ -598,7 +611,7 @@ def test_scale_down_of_a_worker_still_starting_does_not_stall_replacements() -> 
     sim.ready(booting)
     sim.exited(booting, 0)
     # Later replacements still happen.
-    assert of(Spawn, sim.do(sim.core.due(first, MAX_REQUESTS, sim.now))) == [Spawn(0, 1)]
+    assert of(Spawn, sim.do(sim.core.due(first, Reason.MAX_REQUESTS, sim.now))) == [Spawn(0, 1)]
 
 
 # -- shutdown -----------------------------------------------------------------------------------
@@ -644,7 +657,7 @@ def test_graceful_then_immediate_shutdown() -> None:
 def test_shutdown_drains_replacements_and_spawns_nothing() -> None:
     sim = Sim(1)
     (old,) = sim.up()
-    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    sim.do(sim.core.due(old, Reason.MAX_REQUESTS, sim.now))
     (new,) = sim.starting()
     actions = sim.do(sim.core.shutdown(sim.now, graceful=True))
     assert drains(actions) == [(old, False)]
@@ -793,7 +806,7 @@ def test_a_new_worker_dying_right_after_ready_rolls_the_reload_back() -> None:
 def test_a_reload_takes_over_a_replacement_waiting_in_backoff() -> None:
     sim = Sim(1)
     (old,) = sim.up()
-    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    sim.do(sim.core.due(old, Reason.MAX_REQUESTS, sim.now))
     for _ in range(2):  # the committed code no longer boots: retried, then backoff
         (new,) = sim.starting()
         sim.exited(new, 3)
@@ -809,7 +822,7 @@ def test_a_reload_takes_over_a_replacement_waiting_in_backoff() -> None:
 def test_failures_to_boot_are_forgotten_once_a_worker_served_its_boot_window() -> None:
     sim = Sim(1)
     (old,) = sim.up()
-    sim.do(sim.core.due(old, MAX_REQUESTS, sim.now))
+    sim.do(sim.core.due(old, Reason.MAX_REQUESTS, sim.now))
     (new,) = sim.starting()
     sim.exited(new, 3)  # one failure; retried at once
     assert sim.core.slots[0].failures == 1
@@ -823,7 +836,7 @@ def test_failures_to_boot_are_forgotten_once_a_worker_served_its_boot_window() -
 def test_a_reload_dropping_a_slot_in_backoff_keeps_it_covered_until_it_commits() -> None:
     sim = Sim(2)
     _, second = sim.up()
-    sim.do(sim.core.due(second, MAX_REQUESTS, sim.now))
+    sim.do(sim.core.due(second, Reason.MAX_REQUESTS, sim.now))
     for _ in range(2):  # its replacement fails twice: backoff, still in flight
         (new,) = sim.starting(1)
         sim.exited(new, 3)

@@ -38,6 +38,9 @@ EVENTS = st.one_of(
 )
 
 
+UP = [state for state in State if state.up]  # was READY: serving, late or hung
+
+
 class History:
     """A ``Sim`` plus the facts the checks need: kills sent, reloads marked bad."""
 
@@ -62,9 +65,7 @@ class History:
                     core = self.sim.core
                     for index in core.slots:
                         assert any(
-                            w.slot == index
-                            and w.state is State.READY
-                            and w.generation == action.generation
+                            w.slot == index and w.state.up and w.generation == action.generation
                             for w in core.workers.values()
                         ), f"slot {index} has no ready worker of generation {action.generation}"
             if isinstance(action, Kill) and action.signal == signal.SIGKILL:
@@ -95,7 +96,7 @@ class History:
             if pid is not None:
                 self.boot(pid)
         elif kind == "crash":
-            pid = self.pick(int(arg), State.READY)
+            pid = self.pick(int(arg), *UP)
             if pid is not None:
                 self.do(sim.exited(pid, -signal.SIGKILL))
         elif kind == "boot_fail":
@@ -104,7 +105,7 @@ class History:
                 core.boot_failed(pid, 3, "startup failed")
                 self.do(sim.exited(pid, 3))
         elif kind == "due":
-            pid = self.pick(int(arg), State.READY)
+            pid = self.pick(int(arg), *UP)
             if pid is not None:
                 self.do(sim.do(core.due(pid, "max_requests", sim.now)))
         elif kind == "exit_drained":
@@ -112,7 +113,7 @@ class History:
             if pid is not None:
                 self.do(sim.exited(pid, 0))
         elif kind == "heartbeat":
-            for pid in self.pids(State.READY, State.DRAINING):
+            for pid in self.pids(*UP, State.DRAINING):
                 core.heartbeat(pid, sim.now, {})
         elif kind == "wait":
             self.do(sim.advance(arg))
@@ -156,7 +157,7 @@ class History:
                 core.pending is None
                 and not self.pids(State.STARTING, State.DRAINING)
                 and not any(s.respawn_at for s in core.slots.values())
-                and not any(w.hung for w in core.live())
+                and not self.pids(State.HUNG)
             )
             if quiet:
                 return
@@ -178,7 +179,7 @@ def test_random_histories_keep_every_slot_covered(
     history.settle()
     history.check_covered()
     # Settled: one ready worker per slot, all of the committed generation.
-    ready = [w for w in core.workers.values() if w.state is State.READY]
+    ready = [w for w in core.workers.values() if w.state.up]
     assert sorted(w.slot for w in ready) == sorted(core.slots)
     assert {w.generation for w in ready} == {core.generation}
     assert core.count == len(core.slots)

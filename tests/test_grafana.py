@@ -2,7 +2,7 @@
 
 The metric names asgid exposes are taken from the exporter itself (rendered
 with an empty store, no process needed), so a metric renamed in
-``asgid/supervisor/_metrics.py`` without updating the dashboard fails here.
+``asgid/supervisor/_exporter.py`` without updating the dashboard fails here.
 With ``promtool`` installed, every expression is also checked for PromQL syntax.
 """
 
@@ -20,7 +20,8 @@ from conftest import ROOT
 from prometheus_client.parser import text_string_to_metric_families
 
 from asgid.supervisor._core import Supervisor, Timeouts
-from asgid.supervisor._metrics import Exporter, MetricsStore
+from asgid.supervisor._exporter import Exporter
+from asgid.supervisor._store import MetricsStore
 
 DASHBOARD = ROOT / "examples" / "grafana-dashboard.json"
 

@@ -494,7 +494,7 @@ def test_a_real_prometheus_scrapes_asgid(
 
 
 def test_a_slow_scraper_does_not_stall_the_master(start_metrics: Callable[..., Metrics]) -> None:
-    from asgid.supervisor._metrics import MAX_CLIENTS
+    from asgid.supervisor._endpoint import MAX_CLIENTS
 
     metrics = start_metrics()
     host, _, port = metrics.address.rpartition(":")
@@ -593,7 +593,7 @@ def _collect(directory: Path) -> dict[str, float]:
 
 
 def test_merging_dead_files_keeps_every_total(tmp_path: Path) -> None:
-    from asgid.supervisor._metrics import merge_dead_files
+    from asgid.supervisor._archive import merge_dead_files
 
     for pid, (count, low, high, recent) in {
         101: (3.0, -5.0, -7.0, (1.0, 2000.0)),
@@ -634,8 +634,10 @@ def test_merging_dead_files_keeps_every_total(tmp_path: Path) -> None:
 
 
 def test_a_file_being_created_does_not_fail_the_scrape(tmp_path: Path) -> None:
+    from asgid.supervisor._archive import merge_dead_files
     from asgid.supervisor._core import Supervisor, Timeouts
-    from asgid.supervisor._metrics import Exporter, MetricsStore, merge_dead_files
+    from asgid.supervisor._exporter import Exporter
+    from asgid.supervisor._store import MetricsStore
 
     _write(tmp_path, "counter", 101, {"c_total": (2.0, 0.0)})
     (tmp_path / "counter_102.db").touch()  # opened by a worker, not yet sized

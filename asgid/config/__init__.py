@@ -1,5 +1,6 @@
 """Settings: the schema, TOML/env/CLI loading and validation."""
 
+from ._access import ACCESS_FIELDS
 from ._kinds import parse_size
 from ._load import BindAddress, ConfigError, load_config, parse_bind, validate
 from ._schema import (
@@ -17,6 +18,7 @@ from ._schema import (
 )
 
 __all__ = [
+    "ACCESS_FIELDS",
     "AppSettings",
     "BindAddress",
     "Config",

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from . import _uvicorn
+from ._access import check_access_format
 from ._schema import SECTIONS, Config, SettingInfo, iter_settings
 from ._uvicorn import bind_from_uvicorn
 
@@ -250,10 +251,8 @@ def validate(config: Config, *, source: str, origins: Mapping[str, Origin] | Non
             ipaddress.ip_network(entry, strict=False)
         except ValueError:
             fail("http.forwarded_allow_ips", f"expected an IP, a CIDR or '*', got {entry!r}")
-    from ..worker._access import check_format  # the worker owns the access log's fields
-
     try:
-        check_format(config.logging.access_format)
+        check_access_format(config.logging.access_format)
     except ValueError as exc:
         fail("logging.access_format", str(exc))
     if config.process.umask:
@@ -379,12 +378,8 @@ def keyword_names() -> dict[str, str]:
         for flag in info.meta.flags:
             if flag.startswith("--"):
                 names.setdefault(flag[2:].replace("-", "_"), info.path)
-    names.setdefault("app_dir", "app.app_dir")
-    names.setdefault("headers", "http.headers")  # uvicorn.run(headers=[(name, value)])
-    # uvicorn.run(reload_dirs=[...], reload_includes=..., reload_excludes=...)
-    names.setdefault("reload_dirs", "reload.dirs")
-    names.setdefault("reload_includes", "reload.include")
-    names.setdefault("reload_excludes", "reload.exclude")
+    for name, path in _uvicorn.KEYWORDS.items():
+        names.setdefault(name, path)
     return names
 
 
@@ -394,14 +389,14 @@ def overrides_from_kwargs(kwargs: Mapping[str, Any]) -> dict[str, Any]:
     values = {k: os.fspath(v) if isinstance(v, os.PathLike) else v for k, v in kwargs.items()}
     for name in [name for name in values if name in _uvicorn.OPTION_NAMES]:
         values.pop(name)  # the caller warns (_uvicorn.warnings)
-    uvicorn = {k: values.pop(k) for k in ("host", "port", "uds", "fd") if k in values}
+    uvicorn = {k: values.pop(k) for k in _uvicorn.BIND_NAMES if k in values}
     overrides: dict[str, Any] = {}
     if uvicorn:
         overrides["server.bind"] = bind_from_uvicorn(**uvicorn)
     for name, value in values.items():
         path = name if name in SETTINGS else names.get(name)
         if path is None:
-            hint = _suggest(name, [*names, "host", "port", "uds", "fd", *_uvicorn.OPTION_NAMES])
+            hint = _suggest(name, [*names, *_uvicorn.BIND_NAMES, *_uvicorn.OPTION_NAMES])
             raise ConfigError(f"unknown setting {name!r}{hint}", source="run()")
         info = SETTINGS[path]
         if isinstance(value, (list, tuple)):  # TOML has lists where Python has tuples

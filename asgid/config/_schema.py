@@ -491,9 +491,6 @@ class Config:
     process: ProcessSettings = field(default_factory=ProcessSettings)
     reload: ReloadSettings = field(default_factory=ReloadSettings)
 
-    def replace(self, **sections: Any) -> Config:
-        return dataclasses.replace(self, **sections)
-
 
 SECTIONS: dict[str, type[Any]] = typing.get_type_hints(Config)
 

@@ -14,6 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+BIND_NAMES = ("host", "port", "uds", "fd")  # one [server].bind list in asgid
+
+# ``uvicorn.run()`` keywords whose names are not a long flag of an asgid setting.
+KEYWORDS = {
+    "app_dir": "app.app_dir",
+    "headers": "http.headers",  # headers=[(name, value)]
+    "reload_dirs": "reload.dirs",
+    "reload_includes": "reload.include",
+    "reload_excludes": "reload.exclude",
+}
+
 
 def bind_from_uvicorn(
     host: str | None = None,

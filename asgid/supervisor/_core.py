@@ -19,27 +19,64 @@ backoff after failures to boot.
 from __future__ import annotations
 
 import enum
+import logging
 import signal
 from collections import deque
 from dataclasses import dataclass, field
 
+from .._wire import WorkerExit
+
 
 class State(enum.Enum):
-    STARTING = "starting"
-    READY = "ready"
-    DRAINING = "draining"
+    STARTING = "starting"  # forked, not READY yet
+    READY = "ready"  # serving, heartbeats on time
+    LATE = "late"  # serving, heartbeat late: a stand-in is on its way
+    HUNG = "hung"  # no heartbeat for [workers].timeout: SIGABRT sent, SIGKILL next
+    DRAINING = "draining"  # finishing its work; exits by itself or is killed
     EXITED = "exited"
+
+    @property
+    def serving(self) -> bool:
+        """Accepting and answering (as far as the master knows)."""
+        return self in (State.READY, State.LATE)
+
+    @property
+    def up(self) -> bool:
+        """Was READY and is not draining: serving, or stuck while it was."""
+        return self in (State.READY, State.LATE, State.HUNG)
+
+    @property
+    def label(self) -> str:
+        """The ``state`` label of ``asgid_workers``: starting, ready or draining."""
+        return State.READY.value if self.up else self.value
+
+
+class Event(enum.Enum):
+    READY = "ready"  # the worker said so
+    LATE = "late"  # its heartbeat is ``Timeouts.late`` overdue
+    HANG = "hang"  # its heartbeat is ``Timeouts.heartbeat`` overdue
+    DRAIN = "drain"  # asked to finish and exit (or to quit, while starting)
+    EXIT = "exit"  # the process is gone
 
 
 # (state, event) -> next state; a missing pair is an illegal transition.
-TRANSITIONS: dict[tuple[State, str], State] = {
-    (State.STARTING, "ready"): State.READY,
-    (State.STARTING, "drain"): State.DRAINING,
-    (State.STARTING, "exit"): State.EXITED,
-    (State.READY, "drain"): State.DRAINING,
-    (State.READY, "exit"): State.EXITED,
-    (State.DRAINING, "drain"): State.DRAINING,
-    (State.DRAINING, "exit"): State.EXITED,
+TRANSITIONS: dict[tuple[State, Event], State] = {
+    (State.STARTING, Event.READY): State.READY,
+    (State.STARTING, Event.DRAIN): State.DRAINING,
+    (State.STARTING, Event.EXIT): State.EXITED,
+    (State.READY, Event.LATE): State.LATE,
+    (State.READY, Event.HANG): State.HUNG,
+    (State.READY, Event.DRAIN): State.DRAINING,
+    (State.READY, Event.EXIT): State.EXITED,
+    (State.LATE, Event.HANG): State.HUNG,
+    (State.LATE, Event.DRAIN): State.DRAINING,
+    (State.LATE, Event.EXIT): State.EXITED,
+    (State.HUNG, Event.DRAIN): State.DRAINING,
+    (State.HUNG, Event.EXIT): State.EXITED,
+    # A draining worker's loop can block too: it is killed sooner, and stays draining.
+    (State.DRAINING, Event.HANG): State.DRAINING,
+    (State.DRAINING, Event.DRAIN): State.DRAINING,
+    (State.DRAINING, Event.EXIT): State.EXITED,
 }
 
 
@@ -47,15 +84,23 @@ class TransitionError(Exception):
     pass
 
 
-# Why a worker was replaced; these are also the metrics' `reason` labels.
-CRASH, HANG, MAX_REQUESTS, MEMORY, RELOAD, SCALE = (
-    "crash",
-    "hang",
-    "max_requests",
-    "memory",
-    "reload",
-    "scale",
-)
+class Reason(str, enum.Enum):
+    """Why a worker was replaced; the values are the metrics' ``reason`` labels."""
+
+    CRASH = "crash"
+    HANG = "hang"
+    MAX_REQUESTS = "max_requests"
+    MEMORY = "memory"
+    RELOAD = "reload"
+    SCALE = "scale"
+
+
+class NotifyState(str, enum.Enum):
+    """What the master tells systemd (sd_notify's READY=1, RELOADING=1, STOPPING=1)."""
+
+    READY = "READY"
+    RELOADING = "RELOADING"
+    STOPPING = "STOPPING"
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,15 +154,15 @@ class StopListening:
 
 @dataclass(frozen=True, slots=True)
 class Log:
-    level: str  # "info" | "warning" | "error"
+    level: int  # logging.INFO, WARNING or ERROR
     message: str
 
 
 @dataclass(frozen=True, slots=True)
 class Notify:
-    """Tell systemd: ``READY``, ``RELOADING`` or ``STOPPING``, plus a status line."""
+    """Tell systemd where the master stands, with a status line."""
 
-    state: str
+    state: NotifyState
     status: str
 
 
@@ -125,7 +170,7 @@ class Notify:
 class Restarted:
     """A worker was replaced for ``reason`` (for metrics)."""
 
-    reason: str
+    reason: Reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,7 +183,10 @@ class ReloadDone:
 
 @dataclass(frozen=True, slots=True)
 class Exit:
-    code: int
+    """The master is done: stopped (``WorkerExit.OK``), or the first workers
+    could not boot (``code`` says how, ``message`` why)."""
+
+    code: WorkerExit
     message: str = ""
 
 
@@ -156,22 +204,21 @@ class WorkerInfo:
     ready_at: float = 0.0
     kill_at: float = 0.0  # when to escalate to SIGKILL; 0 = not scheduled
     replaces: int | None = None  # the pid this worker will take over from
-    reason: str = ""  # why this worker was started, when it replaces another
-    late: bool = False  # its heartbeat was late and a replacement was started
-    hung: bool = False
+    reason: Reason | None = None  # why this worker was started, when it replaces another
+    aborted: bool = False  # SIGABRT sent for a blocked loop (see ``State.HUNG``)
     boot_error: str = ""
-    boot_code: int = 0
+    boot_code: WorkerExit = WorkerExit.OK
     requests: int = 0
     connections: int = 0
     in_progress: int = 0
     loop_lag: float = 0.0
 
-    def move(self, event: str) -> None:
+    def move(self, event: Event) -> None:
         try:
             self.state = TRANSITIONS[(self.state, event)]
         except KeyError:
             raise TransitionError(
-                f"worker {self.pid}: cannot {event} while {self.state.value}"
+                f"worker {self.pid}: cannot {event.value} while {self.state.value}"
             ) from None
 
 
@@ -180,7 +227,7 @@ class _Replacement:
     """One worker to start for ``slot``, taking over from ``old`` once ready."""
 
     slot: int
-    reason: str
+    reason: Reason | None  # None: a slot's first worker
     old: int | None
     generation: int
     pid: int = 0  # the new worker, once spawned
@@ -244,7 +291,7 @@ class Supervisor:
     def serving(self, slot: int) -> WorkerInfo | None:
         """A worker serving ``slot`` (ready, not draining, not hung)."""
         for w in self.workers.values():
-            if w.slot == slot and w.state is State.READY and not w.hung:
+            if w.slot == slot and w.state.serving:
                 return w
         return None
 
@@ -253,9 +300,9 @@ class Supervisor:
         return any(job.slot == slot for job in self._jobs())
 
     def counts(self) -> dict[str, int]:
-        result = {s.value: 0 for s in (State.STARTING, State.READY, State.DRAINING)}
+        result = {s.label: 0 for s in (State.STARTING, State.READY, State.DRAINING)}
         for w in self.live():
-            result[w.state.value] += 1
+            result[w.state.label] += 1
         return result
 
     def status(self) -> str:
@@ -277,9 +324,9 @@ class Supervisor:
                 times.append(w.kill_at)
             if w.state is State.STARTING:
                 times.append(w.started + t.boot)
-            elif not w.hung:
+            elif not w.aborted:
                 times.append(w.last_seen + t.heartbeat)
-                if t.late and not w.late and w.state is State.READY:
+                if t.late and w.state is State.READY:
                     times.append(w.last_seen + t.late)
         times.extend(s.respawn_at for s in self.slots.values() if s.respawn_at)
         if self.leaving_at:
@@ -293,7 +340,7 @@ class Supervisor:
         actions: list[Action] = []
         for index in range(self._initial_count):
             self.slots[index] = Slot(index)
-            actions.append(self._spawn(_Replacement(index, "", None, self.generation)))
+            actions.append(self._spawn(_Replacement(index, None, None, self.generation)))
         return actions
 
     def spawned(self, pid: int, slot: int, generation: int, now: float) -> None:
@@ -319,10 +366,13 @@ class Supervisor:
         worker = self.workers.get(pid)
         if worker is None or worker.state is not State.STARTING:
             return []
-        worker.move("ready")
+        worker.move(Event.READY)
         worker.ready_at = worker.last_seen = now
         actions: list[Action] = [
-            Log("info", f"worker {worker.slot} (pid {pid}) ready, generation {worker.generation}")
+            Log(
+                logging.INFO,
+                f"worker {worker.slot} (pid {pid}) ready, generation {worker.generation}",
+            )
         ]
         if self.stopping:
             return actions + self._drain(worker, now, restart=False)
@@ -332,25 +382,25 @@ class Supervisor:
         actions += self._advance(now)
         if not self._announced_ready and self._all_ready():
             self.ever_ready = self._announced_ready = True
-            actions.append(Notify("READY", self.status()))
+            actions.append(Notify(NotifyState.READY, self.status()))
         return actions
 
-    def boot_failed(self, pid: int, code: int, message: str) -> None:
+    def boot_failed(self, pid: int, code: WorkerExit, message: str) -> None:
         worker = self.workers.get(pid)
         if worker is not None:
             worker.boot_error, worker.boot_code = message, code
 
-    def due(self, pid: int, reason: str, now: float) -> list[Action]:
+    def due(self, pid: int, reason: Reason, now: float) -> list[Action]:
         """The worker asks to be replaced (max_requests) or is too big (memory)."""
         worker = self.workers.get(pid)
-        if worker is None or worker.state is not State.READY or self.stopping:
+        if worker is None or not worker.state.up or self.stopping:
             return []
         if any(job.old == pid for job in self._jobs()):
             return []
         generation = self._successor_generation(worker.generation)
         self._queue.append(_Replacement(worker.slot, reason, pid, generation))
         return [
-            Log("info", f"worker {worker.slot} (pid {pid}) is due for replacement: {reason}"),
+            Log(logging.INFO, f"worker {worker.slot} (pid {pid}) is due for replacement: {reason}"),
             *self._advance(now),
         ]
 
@@ -360,39 +410,25 @@ class Supervisor:
         if worker is None:
             return []
         previous = worker.state
-        worker.move("exit")
+        worker.move(Event.EXIT)
         how = f"exit code {status}" if status >= 0 else f"signal {_signame(-status)}"
         name = f"worker {worker.slot} (pid {pid})"
         if self.stopping:
-            actions: list[Action] = [Log("info", f"{name} stopped ({how})")]
+            actions: list[Action] = [Log(logging.INFO, f"{name} stopped ({how})")]
             if not self.live():
-                actions.append(Exit(0))
+                actions.append(Exit(WorkerExit.OK))
             return actions
         if previous is State.DRAINING:
-            return [Log("info", f"{name} drained and exited"), *self._advance(now)]
+            return [Log(logging.INFO, f"{name} drained and exited"), *self._advance(now)]
         slot = self.slots.get(worker.slot)
         if slot is None:  # its slot was retired while it was starting
-            return [Log("info", f"{name} exited ({how})"), *self._advance(now)]
+            return [Log(logging.INFO, f"{name} exited ({how})"), *self._advance(now)]
         if previous is State.STARTING:
             reason = worker.boot_error or f"worker exited during boot ({how})"
             return self._failed_to_boot(
                 worker, slot, f"{name} failed to boot: {reason}", now, reason=reason
             )
-        if now - worker.ready_at < self.timeouts.boot_window and not worker.hung:
-            after = now - worker.ready_at
-            reason = f"died ({how}) {after:.1f}s after it became ready"
-            actions = self._failed_to_boot(worker, slot, f"{name} {reason}", now, reason=reason)
-            return [Restarted(CRASH), *actions] if self.ever_ready else actions
-        # It served, then died (or was killed for hanging): replace it at once.
-        slot.failures = 0
-        reason = HANG if worker.hung else CRASH
-        died = "was killed after it stopped responding" if worker.hung else f"died ({how})"
-        actions = [Log("error" if reason == CRASH else "warning", f"{name} {died}")]
-        actions.append(Restarted(reason))
-        if self.serving(worker.slot) is None and not self._replacement_starting(worker.slot):
-            generation = self._successor_generation(worker.generation)
-            actions.append(self._respawn(slot, _Replacement(slot.index, reason, None, generation)))
-        return actions + self._advance(now)
+        return self._died(worker, slot, previous is State.HUNG, how, now)
 
     # -- commands -------------------------------------------------------------
 
@@ -418,8 +454,10 @@ class Supervisor:
         self._last_generation += 1
         pending = self.pending = PendingReload(self._last_generation, max(1, count))
         actions += [
-            Notify("RELOADING", f"reloading: {self.status()}"),
-            Log("info", f"reload started: generation {pending.generation}, {count} worker(s)"),
+            Notify(NotifyState.RELOADING, f"reloading: {self.status()}"),
+            Log(
+                logging.INFO, f"reload started: generation {pending.generation}, {count} worker(s)"
+            ),
         ]
         for index in range(max(self.count, count)):
             if index not in self.slots:
@@ -428,7 +466,7 @@ class Supervisor:
             if index < count:
                 current = self._holder(index)
                 job = _Replacement(
-                    index, RELOAD, current.pid if current else None, pending.generation
+                    index, Reason.RELOAD, current.pid if current else None, pending.generation
                 )
                 self._queue.append(job)
         return actions + self._advance(now)
@@ -437,16 +475,22 @@ class Supervisor:
         if self.shutting_down:
             return []
         if self.pending is not None:
-            return [Log("warning", "not scaling while a reload is in progress; try again after")]
+            return [
+                Log(logging.WARNING, "not scaling while a reload is in progress; try again after")
+            ]
         if delta > 0:
             index = self.count
             self.slots[index] = Slot(index)
-            self._queue.append(_Replacement(index, SCALE, None, self.generation))
-            return [Log("info", f"scaling up to {self.count} workers"), *self._advance(now)]
+            self._queue.append(_Replacement(index, Reason.SCALE, None, self.generation))
+            return [Log(logging.INFO, f"scaling up to {self.count} workers"), *self._advance(now)]
         if self.count <= 1:
-            return [Log("warning", "not scaling below 1 worker")]
-        actions = self._retire(max(self.slots), SCALE, now)
-        return [Log("info", f"scaling down to {self.count} workers"), *actions, *self._advance(now)]
+            return [Log(logging.WARNING, "not scaling below 1 worker")]
+        actions = self._retire(max(self.slots), Reason.SCALE, now)
+        return [
+            Log(logging.INFO, f"scaling down to {self.count} workers"),
+            *actions,
+            *self._advance(now),
+        ]
 
     def shutdown(self, now: float, *, graceful: bool) -> list[Action]:
         """Stop every worker; with ``shutdown_delay``, a graceful stop first keeps
@@ -455,8 +499,8 @@ class Supervisor:
         if graceful and delay and not self.leaving_at and not self.stopping:
             self.leaving_at = now + delay
             return [
-                Notify("STOPPING", "stopping"),
-                Log("info", f"graceful shutdown in {delay:g}s: not ready, still serving"),
+                Notify(NotifyState.STOPPING, "stopping"),
+                Log(logging.INFO, f"graceful shutdown in {delay:g}s: not ready, still serving"),
             ]
         self.leaving_at = 0.0
         first = not self.stopping
@@ -468,11 +512,13 @@ class Supervisor:
         if first:
             actions.append(StopListening())
             if not self.timeouts.shutdown_delay or not graceful:
-                actions.append(Notify("STOPPING", "stopping"))
-            actions.append(Log("info", "graceful shutdown" if graceful else "immediate shutdown"))
+                actions.append(Notify(NotifyState.STOPPING, "stopping"))
+            actions.append(
+                Log(logging.INFO, "graceful shutdown" if graceful else "immediate shutdown")
+            )
         actions += self._shutdown_all(now, graceful=graceful)
         if not self.live():
-            actions.append(Exit(0))
+            actions.append(Exit(WorkerExit.OK))
         return actions
 
     def tick(self, now: float) -> list[Action]:
@@ -484,49 +530,49 @@ class Supervisor:
             name = f"worker {worker.slot} (pid {worker.pid})"
             silent = now - worker.last_seen
             slot = self.slots.get(worker.slot)
-            booted = worker.state is State.READY and now - worker.ready_at >= t.boot_window
+            booted = worker.state.up and now - worker.ready_at >= t.boot_window
             if slot is not None and slot.failures and booted:
                 slot.failures = 0  # past its boot window: the slot boots again
             if worker.kill_at and now >= worker.kill_at:
                 worker.kill_at = now + t.kill_grace
-                actions.append(Log("warning", f"{name} killed"))
+                actions.append(Log(logging.WARNING, f"{name} killed"))
                 actions.append(Kill(worker.pid, signal.SIGKILL))
             elif worker.state is State.STARTING:
                 if now - worker.started > t.boot:
                     worker.boot_error = worker.boot_error or f"not ready within {t.boot:g}s"
                     worker.kill_at = now + t.kill_grace
                     actions.append(Kill(worker.pid, signal.SIGKILL))
-            elif not worker.hung and silent > t.heartbeat:
-                worker.hung = True
+            elif not worker.aborted and silent > t.heartbeat:
+                worker.move(Event.HANG)
+                worker.aborted = True
                 worker.kill_at = now + t.kill_grace
                 actions.append(
                     Log(
-                        "error",
+                        logging.ERROR,
                         f"{name} sent no heartbeat for {silent:.1f}s: its event loop is "
                         "blocked; dumping its stack (SIGABRT) and replacing it",
                     )
                 )
                 actions.append(Kill(worker.pid, signal.SIGABRT))
-                actions += self._cover(worker, HANG)
+                actions += self._cover(worker, Reason.HANG)
             elif (
                 worker.state is State.READY
                 and t.late
-                and not worker.late
                 and silent > t.late
                 and not self._stand_in_booting()
             ):
-                worker.late = True
+                worker.move(Event.LATE)
                 actions.append(
                     Log(
-                        "warning",
+                        logging.WARNING,
                         f"{name} sent no heartbeat for {silent:.1f}s: starting its "
                         f"replacement (killed if still silent after {t.heartbeat:g}s)",
                     )
                 )
-                actions += self._cover(worker, HANG)
+                actions += self._cover(worker, Reason.HANG)
         for slot in self.slots.values():
             if slot.respawn_at and now >= slot.respawn_at and not self.stopping:
-                job = _Replacement(slot.index, CRASH, None, self.generation)
+                job = _Replacement(slot.index, Reason.CRASH, None, self.generation)
                 actions.append(self._respawn(slot, job))
         return actions
 
@@ -566,8 +612,7 @@ class Supervisor:
         candidates = [
             w
             for w in self.workers.values()
-            if w.slot == slot
-            and (w.state is State.STARTING or (w.state is State.READY and not w.hung))
+            if w.slot == slot and (w.state is State.STARTING or w.state.serving)
         ]
         return max(candidates, key=lambda w: w.started, default=None)
 
@@ -577,16 +622,16 @@ class Supervisor:
     def _stand_in_booting(self) -> bool:
         """One stand-in for a late worker boots at a time: when a starved machine
         makes every loop late, doubling the processes would starve it more."""
-        return any(job.reason == HANG for job in self._spawning) or any(
-            w.state is State.STARTING and w.reason == HANG for w in self.workers.values()
+        return any(job.reason == Reason.HANG for job in self._spawning) or any(
+            w.state is State.STARTING and w.reason == Reason.HANG for w in self.workers.values()
         )
 
-    def _cover(self, worker: WorkerInfo, reason: str) -> list[Action]:
+    def _cover(self, worker: WorkerInfo, reason: Reason) -> list[Action]:
         """Start a worker for the slot of a stuck ``worker``, unless one is on its way."""
-        if self.stopping or worker.slot not in self.slots or worker.state is not State.READY:
+        if self.stopping or worker.slot not in self.slots or not worker.state.up:
             return []
         if self._replacement_starting(worker.slot) or any(
-            w is not worker and w.slot == worker.slot and w.state is State.READY and not w.late
+            w is not worker and w.slot == worker.slot and w.state is State.READY
             for w in self.workers.values()
         ):
             return []
@@ -603,24 +648,22 @@ class Supervisor:
         comes up after the reload already moved its slot on.
         """
         others = [
-            w
-            for w in self.workers.values()
-            if w is not new and w.slot == new.slot and w.state is State.READY
+            w for w in self.workers.values() if w is not new and w.slot == new.slot and w.state.up
         ]
-        if any(self._rank(w) > self._rank(new) for w in others if not w.hung):
+        if any(self._rank(w) > self._rank(new) for w in others if w.state.serving):
             return self._drain(new, now)
         actions: list[Action] = []
         if new.slot not in self.slots:  # retired while it was starting
             return self._drain(new, now)
         for old in others:
-            if old.pid == new.replaces:
+            if old.pid == new.replaces and new.reason is not None:
                 actions.append(Restarted(new.reason))
             actions += self._drain(old, now)
         if self._rank(new) == (False, False):
             # Started before a reload moved past its generation: serve for now,
             # and move it on like the rest, new before old.
             generation = self._successor_generation(new.generation)
-            self._queue.append(_Replacement(new.slot, RELOAD, new.pid, generation))
+            self._queue.append(_Replacement(new.slot, Reason.RELOAD, new.pid, generation))
         return actions
 
     def _advance(self, now: float) -> list[Action]:
@@ -639,7 +682,7 @@ class Supervisor:
             for index in sorted(self.slots)
             if index < pending.count
             and not any(
-                w.slot == index and w.state is State.READY and w.generation == pending.generation
+                w.slot == index and w.state.up and w.generation == pending.generation
                 for w in self.workers.values()
             )
         ]
@@ -647,7 +690,9 @@ class Supervisor:
             return actions + self._commit(now)
         for index in missing:
             holder = self._holder(index)
-            job = _Replacement(index, RELOAD, holder.pid if holder else None, pending.generation)
+            job = _Replacement(
+                index, Reason.RELOAD, holder.pid if holder else None, pending.generation
+            )
             self._queue.append(job)
         return actions + self._start_queued()
 
@@ -659,12 +704,12 @@ class Supervisor:
             if slot is None:
                 continue
             old = self.workers.get(job.old) if job.old is not None else None
-            if old is None or old.state is not State.READY or old.hung:
+            if old is None or not old.state.serving:
                 # The worker the job was for is gone (or going): replace whoever
                 # holds the slot now, unless it is already of the job's
                 # generation (a reload) or any worker at all holds it (recycling).
                 holder = self._holder(job.slot)
-                if holder is not None and job.reason == RELOAD:
+                if holder is not None and job.reason == Reason.RELOAD:
                     if holder.generation == job.generation:
                         if holder.state is State.STARTING:
                             # Already on its way (a crash's replacement): the
@@ -687,13 +732,13 @@ class Supervisor:
         self.generation = pending.generation
         actions: list[Action] = []
         for index in sorted(i for i in self.slots if i >= pending.count):
-            actions += self._retire(index, SCALE, now)
+            actions += self._retire(index, Reason.SCALE, now)
         self.last_reload = "succeeded"
         return [
             *actions,
-            Log("info", f"reload finished: generation {self.generation} serves"),
+            Log(logging.INFO, f"reload finished: generation {self.generation} serves"),
             ReloadDone(True, pending.generation),
-            Notify("READY", self.status()),
+            Notify(NotifyState.READY, self.status()),
             *self._advance(now),
         ]
 
@@ -704,10 +749,10 @@ class Supervisor:
         actions = self._forget(pending, now, restore=True)
         self.last_reload = "failed"
         return [
-            Log("error", f"reload failed: {why}; the previous workers keep serving"),
+            Log(logging.ERROR, f"reload failed: {why}; the previous workers keep serving"),
             *actions,
             ReloadDone(False, pending.generation),
-            Notify("READY", self.status()),
+            Notify(NotifyState.READY, self.status()),
             *self._advance(now),
         ]
 
@@ -724,12 +769,12 @@ class Supervisor:
         actions: list[Action] = []
         for index in pending.added:
             if index in self.slots:
-                actions += self._retire(index, RELOAD, now)
+                actions += self._retire(index, Reason.RELOAD, now)
         if not restore:
             return actions
         for index in sorted(self.slots):  # emptied while the reload ran: start one now
             if self._holder(index) is None:
-                job = _Replacement(index, CRASH, None, self.generation)
+                job = _Replacement(index, Reason.CRASH, None, self.generation)
                 actions.append(self._respawn(self.slots[index], job))
         for worker in self.live():
             if (
@@ -738,10 +783,12 @@ class Supervisor:
                 and worker.state is not State.DRAINING
                 and not any(j.old == worker.pid for j in self._queue)
             ):
-                self._queue.append(_Replacement(worker.slot, RELOAD, worker.pid, self.generation))
+                self._queue.append(
+                    _Replacement(worker.slot, Reason.RELOAD, worker.pid, self.generation)
+                )
         return actions
 
-    def _retire(self, index: int, reason: str, now: float) -> list[Action]:
+    def _retire(self, index: int, reason: Reason, now: float) -> list[Action]:
         self.slots.pop(index, None)
         self._queue = deque(j for j in self._queue if j.slot != index)
         if self._inflight is not None and self._inflight.slot == index:
@@ -749,10 +796,33 @@ class Supervisor:
         actions: list[Action] = []
         for worker in self.live():
             if worker.slot == index and worker.state is not State.DRAINING:
-                if worker.state is State.READY:
+                if worker.state.up:
                     actions.append(Restarted(reason))
                 actions += self._drain(worker, now)
         return actions
+
+    def _died(
+        self, worker: WorkerInfo, slot: Slot, hung: bool, how: str, now: float
+    ) -> list[Action]:
+        """``worker`` was up (READY, LATE or HUNG) and is gone: replace it at once,
+        unless it died so soon after READY that it counts as failing to boot."""
+        name = f"worker {worker.slot} (pid {worker.pid})"
+        after = now - worker.ready_at
+        if after < self.timeouts.boot_window and not hung:
+            reason = f"died ({how}) {after:.1f}s after it became ready"
+            actions = self._failed_to_boot(worker, slot, f"{name} {reason}", now, reason=reason)
+            return [Restarted(Reason.CRASH), *actions] if self.ever_ready else actions
+        slot.failures = 0
+        if hung:
+            cause = Reason.HANG
+            log = Log(logging.WARNING, f"{name} was killed after it stopped responding")
+        else:
+            cause, log = Reason.CRASH, Log(logging.ERROR, f"{name} died ({how})")
+        replaced: list[Action] = [log, Restarted(cause)]
+        if self.serving(worker.slot) is None and not self._replacement_starting(worker.slot):
+            generation = self._successor_generation(worker.generation)
+            replaced.append(self._respawn(slot, _Replacement(slot.index, cause, None, generation)))
+        return replaced + self._advance(now)
 
     def _failed_to_boot(
         self, worker: WorkerInfo, slot: Slot, message: str, now: float, *, reason: str
@@ -760,9 +830,9 @@ class Supervisor:
         """``worker`` died before it was READY, or within the boot window after."""
         if not self.ever_ready:
             return [
-                Log("error", message),
+                Log(logging.ERROR, message),
                 *self._shutdown_all(now, graceful=False),
-                Exit(worker.boot_code or 3, reason),
+                Exit(worker.boot_code or WorkerExit.BOOT_FAILED, reason),
             ]
         inflight = self._inflight
         if inflight is not None and inflight.pid == worker.pid:
@@ -771,7 +841,7 @@ class Supervisor:
             if inflight.old is not None and inflight.old in self.workers:
                 # The old worker keeps serving; try again after a backoff.
                 return [
-                    Log("error", f"{message}; keeping the old worker"),
+                    Log(logging.ERROR, f"{message}; keeping the old worker"),
                     *self._backoff(slot, now, inflight),
                 ]
             self._inflight = None
@@ -779,17 +849,19 @@ class Supervisor:
             # The new code: it was ready (its old worker already drains) but died
             # in its boot window, or it is a crash's stand-in that failed too.
             return self._rollback(message, now)
-        actions: list[Action] = [Log("error", message)]
+        actions: list[Action] = [Log(logging.ERROR, message)]
         if self.serving(worker.slot) is not None or self._replacement_starting(worker.slot):
             return actions + self._advance(now)  # the slot is covered
-        job = _Replacement(worker.slot, CRASH, None, self._successor_generation(worker.generation))
+        job = _Replacement(
+            worker.slot, Reason.CRASH, None, self._successor_generation(worker.generation)
+        )
         return actions + self._backoff(slot, now, job) + self._advance(now)
 
     def _drain(self, worker: WorkerInfo, now: float, *, restart: bool = True) -> list[Action]:
         """Ask a worker to finish in-flight work and exit (killed past the deadline)."""
         if worker.state is State.DRAINING:
             return []
-        worker.move("drain")
+        worker.move(Event.DRAIN)
         deadline = now + self.timeouts.graceful + self.timeouts.kill_grace
         if not worker.kill_at or deadline < worker.kill_at:  # a hang's earlier kill stands
             worker.kill_at = deadline
@@ -811,7 +883,7 @@ class Supervisor:
     def _quit(self, worker: WorkerInfo, now: float) -> list[Action]:
         """Stop a worker quickly (SIGQUIT), then for good (SIGKILL)."""
         if worker.state is not State.DRAINING:
-            worker.move("drain")
+            worker.move(Event.DRAIN)
         worker.kill_at = now + self.timeouts.kill_grace
         return [Kill(worker.pid, signal.SIGQUIT)]
 
@@ -841,7 +913,7 @@ class Supervisor:
         slot.respawn_at, slot.respawn = now + delay, job
         return [
             Log(
-                "warning",
+                logging.WARNING,
                 f"worker {slot.index} failed to boot {slot.failures} times in a row; "
                 f"retrying in {delay:.1f}s",
             )

@@ -16,7 +16,6 @@ import selectors
 import signal
 import socket
 import stat
-import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,14 +24,20 @@ from typing import Any
 import setproctitle
 
 from .. import _logging
+from .. import _wire as wire
+from .._exceptions import AppLoadError, BootError
 from .._limits import raise_nofile_limit
-from .._sockets import bind_all, describe, make_ssl_context
-from ..config import Config, ConfigError, ServerSettings, load_config, parse_bind
-from . import _core, _metrics
-from . import _messages as msg
-from ._child import preload, worker_main
+from .._privileges import worker_ids, writable_by
+from .._sockets import Listeners
+from .._tls import make_ssl_context
+from .._wire import WorkerExit
+from ..config import Config, ConfigError, load_config
+from ..worker._main import preload, worker_main
+from . import _archive, _core
 from ._cpus import available_cpus
-from ._privileges import worker_ids, writable_by
+from ._exporter import Exporter
+from ._http import MetricsServer
+from ._store import MetricsStore
 from ._systemd import Notifier, listen_fds
 from ._watch import Spec, Watcher
 
@@ -85,68 +90,6 @@ def timeouts(config: Config) -> _core.Timeouts:
     )
 
 
-class Listeners:
-    """The master's listening sockets: one per address, shared by every worker.
-
-    Every worker accepts on the same socket, so a connection waits only
-    while no worker at all is accepting: a worker that is booting, blocked,
-    dead or draining leaves the queue to its siblings, and a replaced
-    worker's queue is served by whoever accepts next, never reset. The master
-    binds before forking and keeps its copies open until shutdown, so a
-    queue outlives every worker. Sockets handed over by systemd (LISTEN_FDS)
-    are used as they come, whatever ``bind`` says.
-    """
-
-    def __init__(self, inherited: list[socket.socket] | None = None) -> None:
-        self.inherited = inherited or []
-        self.bound: dict[str, socket.socket] = {}
-
-    def acquire(self, settings: ServerSettings) -> list[socket.socket]:
-        """The sockets for ``settings``: those already bound, plus new binds.
-
-        On a bind error, what this call bound is closed again and nothing
-        else changes.
-        """
-        if self.inherited:
-            return list(self.inherited)
-        wanted = list(dict.fromkeys(settings.bind))
-        missing = [address for address in wanted if address not in self.bound]
-        self.bound.update(zip(missing, bind_all(settings, missing), strict=True))
-        return [self.bound[address] for address in wanted]
-
-    def release(self, keep: list[socket.socket]) -> None:
-        """Close the master's copy of every socket not in ``keep``.
-
-        Workers hold their own copies: a listener dropped by a reload stays
-        open until the workers that use it have drained.
-        """
-        kept = {id(sock) for sock in keep}
-        for address, sock in list(self.bound.items()):
-            if id(sock) not in kept:
-                del self.bound[address]
-                _close_listener(address, sock)
-
-    def all(self) -> list[socket.socket]:
-        return list(self.inherited) + list(self.bound.values())
-
-    def describe(self) -> list[str]:
-        return [describe(sock) for sock in self.all()]
-
-    def close(self) -> None:
-        for sock in self.inherited:
-            sock.close()
-        self.inherited = []
-        self.release([])
-
-
-def _close_listener(address: str, sock: socket.socket) -> None:
-    sock.close()
-    parsed = parse_bind(address)
-    if parsed.path:
-        with contextlib.suppress(OSError):
-            os.unlink(parsed.path)
-
-
 @dataclass(frozen=True, slots=True)
 class Deployment:
     """What the workers of one generation run: its config, user and listeners."""
@@ -172,17 +115,17 @@ class Master:
         self.notifier = Notifier()
         self.selector = selectors.DefaultSelector()
         self.channels: dict[int, socket.socket] = {}  # pid -> master end of the socketpair
-        self.decoders: dict[int, msg.Decoder] = {}
+        self.decoders: dict[int, wire.Decoder] = {}
         self.listeners = Listeners()
-        self.exit_code: int | None = None
+        self.exit: _core.Exit | None = None
         self._wakeup_r = self._wakeup_w = -1
         self._next_memory_check = 0.0
         self._next_watchdog = 0.0
-        self.metrics = _metrics.MetricsStore()
+        self.metrics = MetricsStore()
         self.metrics_dir = ""
         self._owns_metrics_dir = False
         self._metrics_dir_ids = (-1, -1)  # whom the metrics directory was given to
-        self.metrics_server: _metrics.MetricsServer | None = None
+        self.metrics_server: MetricsServer | None = None
         self.worker_ids = (-1, -1)  # (uid, gid) of [process].user/group; -1: the master's
         self.deployments: dict[int, Deployment] = {}  # the committed and the pending one
         self.watcher: Watcher | None = None  # --reload
@@ -190,15 +133,17 @@ class Master:
 
     # -- running ------------------------------------------------------------------
 
-    def run(self) -> int:
+    def run(self) -> None:
+        """Serve until stopped.
+
+        Raises ``ConfigError`` when a check before the start fails, ``OSError``
+        when a listener cannot be bound, and ``AppLoadError`` or ``BootError``
+        when the first workers cannot boot; ``cli`` turns them into exit codes.
+        """
         title = self.config_path or self.config.app.target
         setproctitle.setproctitle(f"asgid: master [{title}]")
         _logging.set_role("master")
-        try:
-            self.worker_ids = preflight(self.config)
-        except ConfigError as exc:
-            print(f"asgid: error: {exc}", file=sys.stderr)
-            return 2  # bad configuration, as the CLI's exit codes say
+        self.worker_ids = preflight(self.config)
         if self.config.metrics.bind:
             # Before the application's listeners: once a client can connect
             # there, /metrics and /readyz accept connections too.
@@ -208,9 +153,8 @@ class Master:
         try:
             sockets = self.listeners.acquire(self.config.server)
         except OSError as exc:
-            print(f"asgid: error: cannot bind: {exc}", file=sys.stderr)
             self._stop_metrics()
-            return 1
+            raise OSError(f"cannot bind: {exc}") from exc
         for line in self.listeners.describe():
             logger.info("listening on %s", line)
         if self.metrics_server is not None:
@@ -234,11 +178,14 @@ class Master:
             )
             self._execute(actions)
             self._sync_watcher()
-            while self.exit_code is None:
+            while self.exit is None:
                 self._step()
         finally:
             self._cleanup()
-        return self.exit_code
+        if self.exit.code is WorkerExit.APP_LOAD_FAILED:
+            raise AppLoadError(self.exit.message)
+        if self.exit.code is not WorkerExit.OK:
+            raise BootError(self.exit.message)
 
     def _step(self) -> None:
         now = time.monotonic()
@@ -427,24 +374,26 @@ class Master:
             return
         try:
             messages = self.decoders[pid].feed(data)
-        except msg.FrameError as exc:
+        except wire.FrameError as exc:
             logger.error("worker pid %d sent garbage (%s); killing it", pid, exc)
             self._kill(pid, signal.SIGKILL)
             return
         now = time.monotonic()
         for message in messages:
-            if message.type == msg.HEARTBEAT:
+            if message.kind is wire.Kind.HEARTBEAT:
                 self.core.heartbeat(pid, now, message.data)
                 self.metrics.heartbeat(pid, message.data)
-            elif message.type == msg.READY:
+            elif message.kind is wire.Kind.READY:
                 self._execute(self.core.ready(pid, now))
-            elif message.type == msg.DUE:
-                reason = str(message.data.get("reason", _core.MAX_REQUESTS))
-                self._execute(self.core.due(pid, reason, now))
-            elif message.type == msg.BOOT_FAILED:
-                self.core.boot_failed(
-                    pid, int(message.data.get("code", 3)), str(message.data.get("message", ""))
-                )
+            elif message.kind is wire.Kind.DUE:
+                # A worker asks only for max_requests; the master decides on memory.
+                self._execute(self.core.due(pid, _core.Reason.MAX_REQUESTS, now))
+            elif message.kind is wire.Kind.BOOT_FAILED:
+                try:
+                    code = wire.WorkerExit(int(message.data.get("code", 0)))
+                except (TypeError, ValueError):
+                    code = wire.WorkerExit.BOOT_FAILED
+                self.core.boot_failed(pid, code, str(message.data.get("message", "")))
 
     def _reap(self) -> None:
         while True:
@@ -466,7 +415,7 @@ class Master:
                 self.metrics.exited(pid, worker.slot)
             if self.metrics_dir:
                 try:
-                    _metrics.merge_dead_files(self.metrics_dir, pid)
+                    _archive.merge_dead_files(self.metrics_dir, pid)
                 except Exception:
                     logger.exception("could not merge the metrics files of worker pid %d", pid)
             self._execute(self.core.exited(pid, code, time.monotonic()))
@@ -476,7 +425,7 @@ class Master:
 
         limit = self.config.workers.max_memory
         for worker in self.core.live():
-            if worker.state is not _core.State.READY:
+            if not worker.state.up:
                 continue
             try:
                 rss = psutil.Process(worker.pid).memory_info().rss
@@ -490,7 +439,7 @@ class Master:
                     rss >> 20,
                     limit >> 20,
                 )
-                self._execute(self.core.due(worker.pid, _core.MEMORY, now))
+                self._execute(self.core.due(worker.pid, _core.Reason.MEMORY, now))
 
     # -- actions ------------------------------------------------------------------------
 
@@ -507,7 +456,7 @@ class Master:
                 self.listeners.close()
                 self._stop_watcher()
             elif isinstance(action, _core.Log):
-                getattr(logger, action.level)(action.message)
+                logger.log(action.level, action.message)
             elif isinstance(action, _core.Notify):
                 self._notify(action)
             elif isinstance(action, _core.Restarted):
@@ -515,17 +464,15 @@ class Master:
             elif isinstance(action, _core.ReloadDone):
                 self._reload_done(action.success, action.generation)
             elif isinstance(action, _core.Exit):
-                if action.message:
-                    print(f"asgid: error: {action.message}", file=sys.stderr, flush=True)
-                self.exit_code = action.code
+                self.exit = action
                 return
 
     def _notify(self, action: _core.Notify) -> None:
-        if action.state == "READY":
+        if action.state is _core.NotifyState.READY:
             self.notifier.ready(action.status)
-        elif action.state == "RELOADING":
+        elif action.state is _core.NotifyState.RELOADING:
             self.notifier.reloading(action.status)
-        elif action.state == "STOPPING":
+        elif action.state is _core.NotifyState.STOPPING:
             self.notifier.stopping(action.status)
 
     def _drain(self, pid: int, restart: bool) -> None:
@@ -536,7 +483,7 @@ class Master:
         if channel is None:
             return
         try:
-            channel.send(msg.encode(msg.DRAIN, restart=restart))
+            channel.send(wire.encode(wire.Kind.DRAIN, restart=restart))
         except OSError:
             pass  # gone or wedged: the kill deadline takes care of it
 
@@ -576,7 +523,7 @@ class Master:
         child.close()
         parent.setblocking(False)
         self.channels[pid] = parent
-        self.decoders[pid] = msg.Decoder()
+        self.decoders[pid] = wire.Decoder()
         self.selector.register(parent, selectors.EVENT_READ, data=pid)
         self.core.spawned(pid, slot, generation, time.monotonic())
         logger.info("worker %d booting (pid %d)", slot, pid)
@@ -594,9 +541,7 @@ class Master:
             if id(sock) not in kept:
                 sock.close()
         if self.metrics_server is not None:
-            for client in self.metrics_server.clients.values():
-                client.sock.close()
-            self.metrics_server.sock.close()
+            self.metrics_server.close_in_child()
         if self.watcher is not None:
             with contextlib.suppress(OSError):
                 os.close(self.watcher.fileno())
@@ -615,18 +560,18 @@ class Master:
         """Workers from now on run as ``ids``: hand them the metrics directory."""
         if self.metrics_dir and ids != self._metrics_dir_ids:
             try:
-                _metrics.give_to_workers(self.metrics_dir, self._owns_metrics_dir, ids)
+                _archive.give_to_workers(self.metrics_dir, self._owns_metrics_dir, ids)
             except OSError as exc:
                 logger.error("cannot give the metrics directory to the workers' user: %s", exc)
             else:
                 self._metrics_dir_ids = ids
 
     def _start_metrics(self) -> None:
-        self.metrics_dir, self._owns_metrics_dir = _metrics.setup_multiproc_dir(self.worker_ids)
+        self.metrics_dir, self._owns_metrics_dir = _archive.setup_multiproc_dir(self.worker_ids)
         self._metrics_dir_ids = self.worker_ids
-        exporter = _metrics.Exporter(self.metrics, lambda: self.core, self.metrics_dir)
+        exporter = Exporter(self.metrics, lambda: self.core, self.metrics_dir)
         try:
-            self.metrics_server = _metrics.MetricsServer(
+            self.metrics_server = MetricsServer(
                 self.config.metrics.bind, self.selector, exporter, self._readiness
             )
         except BaseException:
@@ -638,7 +583,7 @@ class Master:
             self.metrics_server.close()
             self.metrics_server = None
         if self._owns_metrics_dir:
-            _metrics.remove_dir(self.metrics_dir)
+            _archive.remove_dir(self.metrics_dir)
             self._owns_metrics_dir = False
 
     def _readiness(self) -> tuple[bool, str]:

@@ -47,6 +47,7 @@ class Notifier:
 
     @property
     def enabled(self) -> bool:
+        """Running under systemd (or another service manager that listens)."""
         return self._sock is not None
 
     def notify(self, *lines: str) -> None:
@@ -66,9 +67,6 @@ class Notifier:
 
     def stopping(self, status: str) -> None:
         self.notify("STOPPING=1", f"STATUS={status}")
-
-    def status(self, status: str) -> None:
-        self.notify(f"STATUS={status}")
 
     def watchdog(self) -> None:
         self.notify("WATCHDOG=1")

@@ -20,40 +20,6 @@ from typing import Any
 logger = logging.getLogger("asgid.access")
 
 
-FIELDS = (
-    "client",
-    "method",
-    "path",
-    "query",
-    "http_version",
-    "status",
-    "bytes",
-    "duration",
-    "duration_ms",
-    "user_agent",
-    "referer",
-    "request_id",
-)
-_SAMPLE: dict[str, Any] = dict.fromkeys(FIELDS, "") | {
-    "status": 200,
-    "bytes": 0,
-    "duration": 0.0,
-    "duration_ms": 0.0,
-}
-
-
-def check_format(template: str) -> None:
-    """Raise ``ValueError`` naming the problem if ``template`` cannot be used."""
-    try:
-        template.format_map(_SAMPLE)
-    except KeyError as exc:
-        raise ValueError(
-            f"unknown access log field {exc.args[0]!r}; fields: {', '.join(FIELDS)}"
-        ) from None
-    except (ValueError, IndexError) as exc:
-        raise ValueError(f"invalid access log format: {exc}") from None
-
-
 def format_client(client: tuple[str, int] | None) -> str:
     """``host:port``, or ``unix`` for a Unix-socket peer."""
     if client is None:

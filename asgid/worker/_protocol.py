@@ -24,6 +24,7 @@ from urllib.parse import unquote_to_bytes
 import httptools
 
 from .._exceptions import ClientDisconnected
+from .._logging import TRACE
 from ._access import format_client
 from ._h1 import (
     BadRequest,
@@ -40,7 +41,6 @@ from ._websocket import (
     CLOSE_GOING_AWAY,
     CLOSE_SERVICE_RESTART,
     WebSocketSession,
-    handshake_error,
 )
 
 if TYPE_CHECKING:
@@ -92,11 +92,12 @@ class HttpProtocol(asyncio.Protocol):
         "ws",
     )
 
+    transport: asyncio.Transport  # from connection_made on
+
     def __init__(self, state: ServerState, *, tls: bool = False) -> None:
         self.state = state
         self.loop = state.loop
         self.parser = httptools.HttpRequestParser(self)
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self.scheme = "https" if tls else "http"
         self.client: tuple[str, int] | None = None
         self.server: tuple[str, int | None] | None = None
@@ -370,10 +371,6 @@ class HttpProtocol(asyncio.Protocol):
     ) -> None:
         state = self.state
         headers = self.headers
-        error = handshake_error(headers, self.url)
-        if error is not None:
-            self.close_with(error)
-            raise _Answered  # httptools would go on parsing what follows in this read
         scheme = "wss" if self.scheme == "https" else "ws"
         if state.proxies is not None:
             client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
@@ -400,7 +397,11 @@ class HttpProtocol(asyncio.Protocol):
             "state": state.lifespan_state.copy(),
             "extensions": {"websocket.http.response": {}},
         }
-        self.upgrade = WebSocketSession(self, scope)
+        session = WebSocketSession(self, scope)
+        if session.refusal is not None:
+            self.close_with(session.refusal)
+            raise _Answered  # httptools would go on parsing what follows in this read
+        self.upgrade = session
 
     def on_body(self, body: bytes) -> None:
         state = self.state
@@ -576,7 +577,7 @@ class HttpProtocol(asyncio.Protocol):
         elif self.body_deadline and now >= self.body_deadline and not self.read_paused:
             self._body_timed_out()
         elif self.deadline and now >= self.deadline and self.active is None:
-            logger.log(5, "closing idle connection from %s", format_client(self.client))
+            logger.log(TRACE, "closing idle connection from %s", format_client(self.client))
             transport.close()
 
     def _check_write(self, now: float) -> None:
@@ -773,10 +774,7 @@ class Cycle:
         conn = self.conn
         kind = message["type"]
         if kind == "http.response.body":
-            try:
-                data = response.body(message.get("body", b""), message.get("more_body", False))
-            except TypeError:
-                raise InvalidMessage("http.response.body: 'body' must be bytes") from None
+            data = response.body(message.get("body", b""), message.get("more_body", False))
             if data:
                 conn.transport.write(data)
             if response.complete:

@@ -22,6 +22,7 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
+from .._exceptions import WebSocketDisconnected
 from ._h1 import BadRequest, InvalidMessage, Response
 from ._transport import reset
 from ._types import Message
@@ -40,26 +41,8 @@ CLOSE_TIMEOUT = 5.0  # seconds to wait for the peer's half of the closing handsh
 _CONNECT: dict[str, Any] = {"type": "websocket.connect"}
 
 
-class WebSocketDisconnected(OSError):
-    """Raised by ``send`` once the WebSocket is closed."""
-
-
-def handshake_error(headers: list[tuple[bytes, bytes]], target: bytes) -> bytes | None:
-    """An HTTP error response for an invalid opening handshake, else None."""
-    probe = ServerProtocol()
-    request = _replay(probe, headers, target)
-    if request is None:
-        # The library's parser refused the head (a body, an over-long line):
-        # send its own answer (414, 431), or a plain 400 where it has none.
-        answer = b"".join(probe.data_to_send())
-        if answer.startswith(b"HTTP/1.1 "):
-            return answer
-        raise BadRequest("invalid WebSocket opening handshake")
-    response = probe.accept(request)
-    if response.status_code == 101:
-        return None
-    probe.send_response(response)
-    return b"".join(probe.data_to_send())
+def _disconnect(code: int, reason: str) -> Message:
+    return {"type": "websocket.disconnect", "code": code, "reason": reason}
 
 
 def _replay(
@@ -108,11 +91,6 @@ class WebSocketSession:
             select_subprotocol=select_subprotocol,
             max_size=settings.max_size or None,
         )
-        query = scope["query_string"]
-        target = scope["raw_path"] + (b"?" + query if query else b"")
-        request = _replay(self.protocol, scope["headers"], target)
-        assert request is not None  # handshake_error() accepted this head
-        self.request = request
         self.inbox: deque[Message] = deque()
         self.waiter: asyncio.Future[None] | None = None
         self.connect_sent = False
@@ -133,6 +111,24 @@ class WebSocketSession:
         self.ping_sent_at = 0.0
         self.close_deadline = 0.0
         self.task: asyncio.Task[None] | None = None
+        self.refusal: bytes | None = None  # the HTTP answer to an invalid handshake
+        query = scope["query_string"]
+        target = scope["raw_path"] + (b"?" + query if query else b"")
+        request = _replay(self.protocol, scope["headers"], target)
+        if request is None:
+            # The library's parser refused the head (a body, an over-long line):
+            # send its own answer (414, 431), or a plain 400 where it has none.
+            answer = b"".join(self.protocol.data_to_send())
+            if not answer.startswith(b"HTTP/1.1 "):
+                raise BadRequest("invalid WebSocket opening handshake")
+            self.refusal = answer
+            return
+        self.request = request
+        # Checked now, answered by the app's websocket.accept (or refused) later.
+        response = self.protocol.accept(request)
+        if response.status_code != 101:
+            self.protocol.send_response(response)
+            self.refusal = b"".join(self.protocol.data_to_send())
 
     # -- from the connection ----------------------------------------------------
 
@@ -162,7 +158,7 @@ class WebSocketSession:
             rcvd = self.protocol.close_rcvd
             if rcvd is not None:
                 code, reason = rcvd.code, rcvd.reason
-            self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
+            self.disconnect = _disconnect(code, reason)
         if self.accepted and state.access_log is not None:
             sent, rcvd = self.protocol.close_sent, self.protocol.close_rcvd
             close = rcvd or sent
@@ -186,11 +182,7 @@ class WebSocketSession:
                 code = rcvd.code if rcvd is not None else 1005
                 reason = rcvd.reason if rcvd is not None else ""
                 if self.disconnect is None:
-                    self.disconnect = {
-                        "type": "websocket.disconnect",
-                        "code": code,
-                        "reason": reason,
-                    }
+                    self.disconnect = _disconnect(code, reason)
                 self.closed = True
                 self._wake()
         if self.protocol.parser_exc is not None and self.disconnect is None:
@@ -260,7 +252,7 @@ class WebSocketSession:
         if self.disconnect is None:
             sent = self.protocol.close_sent
             code, reason = (sent.code, sent.reason) if sent is not None else (CLOSE_ABNORMAL, "")
-            self.disconnect = {"type": "websocket.disconnect", "code": code, "reason": reason}
+            self.disconnect = _disconnect(code, reason)
         self._wake()
 
     def flush(self) -> None:

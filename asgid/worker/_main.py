@@ -27,23 +27,24 @@ from typing import TYPE_CHECKING, NoReturn
 import setproctitle
 
 from .. import _logging
+from .. import _wire as wire
 from .._exceptions import AppLoadError, LifespanFailure
-from .._sockets import make_ssl_context
+from .._privileges import drop_privileges
+from .._tls import make_ssl_context
 from ..config import Config, ConfigError
+from ._types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
     import ssl
 
-    from ..worker import Stats
-from ..worker._types import ASGIApp, Receive, Scope, Send
-from . import _messages as msg
-from ._privileges import drop_privileges
+    from ._server import Stats
 
 logger = logging.getLogger("asgid.error")
 
-EXIT_BOOT = 3
-EXIT_APP_LOAD = 4
 MAX_UNSENT = 1 << 16  # heartbeats are dropped while this much waits for a stuck master
+
+Report = Callable[..., bool]
+"""``report(kind, **data)``: send a message to the master; False once it is gone."""
 
 
 def preload() -> None:
@@ -70,7 +71,7 @@ def worker_main(
     ``logging_changed``: the config's logging differs from the master's (a
     reload not committed yet), so the worker sets up its own.
     """
-    code = 1
+    code = wire.WorkerExit.CRASHED
     try:
         code = _run(slot, config, sockets, channel, logging_changed)
     except BaseException:
@@ -88,10 +89,11 @@ def _run(
     sockets: list[socket.socket],
     channel: socket.socket,
     logging_changed: bool,
-) -> int:
+) -> wire.WorkerExit:
     # The event loop, parser and WebSocket stack load here, after the fork:
     # the master never runs them and stays small.
-    from ..worker import load_app, run_loop
+    from ._app import load_app
+    from ._server import run_loop
 
     signal.set_wakeup_fd(-1)
     for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU):
@@ -108,9 +110,9 @@ def _run(
 
     unsent = bytearray()  # whole frames only: a partial send must not split one
 
-    def report(kind: str, **data: object) -> bool:
-        if kind != msg.HEARTBEAT or len(unsent) < MAX_UNSENT:
-            unsent.extend(msg.encode(kind, **data))
+    def report(kind: wire.Kind, **data: object) -> bool:
+        if kind != wire.Kind.HEARTBEAT or len(unsent) < MAX_UNSENT:
+            unsent.extend(wire.encode(kind, **data))
         try:
             del unsent[: channel.send(unsent)]
         except BlockingIOError:
@@ -119,9 +121,11 @@ def _run(
             return False
         return True
 
-    def boot_failed(message: str) -> int:
-        report(msg.BOOT_FAILED, code=EXIT_BOOT, message=message)
-        return EXIT_BOOT
+    def boot_failed(
+        message: str, code: wire.WorkerExit = wire.WorkerExit.BOOT_FAILED
+    ) -> wire.WorkerExit:
+        report(wire.Kind.BOOT_FAILED, code=code, message=message)
+        return code
 
     if logging_changed:
         try:
@@ -142,16 +146,14 @@ def _run(
     try:
         app = load_app(config.app)
     except AppLoadError as exc:
-        report(msg.BOOT_FAILED, code=EXIT_APP_LOAD, message=str(exc))
-        return EXIT_APP_LOAD
+        return boot_failed(str(exc), wire.WorkerExit.APP_LOAD_FAILED)
     try:
         run_loop(
             _serve(slot, config, app, sockets, channel, report, ssl_context), config.workers.loop
         )
     except LifespanFailure as exc:
-        report(msg.BOOT_FAILED, code=EXIT_BOOT, message=f"application startup failed: {exc}")
-        return EXIT_BOOT
-    return 0
+        return boot_failed(f"application startup failed: {exc}")
+    return wire.WorkerExit.OK
 
 
 async def _serve(
@@ -160,14 +162,13 @@ async def _serve(
     app: ASGIApp,
     sockets: list[socket.socket],
     channel: socket.socket,
-    report: object,
+    report: Report,
     ssl_context: ssl.SSLContext | None,
 ) -> None:
     import asyncio
 
-    from ..worker import Worker
+    from ._server import Worker
 
-    assert callable(report)
     loop = asyncio.get_running_loop()
     limit = 0
     if config.workers.max_requests:
@@ -180,14 +181,14 @@ async def _serve(
         nonlocal due
         due = True
         logger.info("served %d requests (max_requests); asking to be replaced", limit)
-        report(msg.DUE, reason="max_requests")
+        report(wire.Kind.DUE, reason="max_requests")
 
     if limit:
         app = _count_requests(app, limit, on_limit)
 
     def on_tick(stats: Stats) -> None:
         alive = report(
-            msg.HEARTBEAT,
+            wire.Kind.HEARTBEAT,
             requests=stats.requests,
             in_progress=stats.in_progress,
             connections=stats.connections,
@@ -199,9 +200,9 @@ async def _serve(
             logger.warning("the master is gone; stopping")
             worker.stop()
         elif due:
-            report(msg.DUE, reason="max_requests")  # the master ignores repeats
+            report(wire.Kind.DUE, reason="max_requests")  # the master ignores repeats
 
-    decoder = msg.Decoder()
+    decoder = wire.Decoder()
 
     def on_channel() -> None:
         try:
@@ -217,12 +218,12 @@ async def _serve(
             return
         try:
             messages = decoder.feed(data)
-        except msg.FrameError as exc:
+        except wire.FrameError as exc:
             logger.error("garbage from the master (%s); stopping", exc)
             worker.stop()
             return
         for message in messages:
-            if message.type == msg.DRAIN:
+            if message.kind is wire.Kind.DRAIN:
                 worker.stop(restart=bool(message.data.get("restart")))
 
     worker = Worker(
@@ -234,7 +235,11 @@ async def _serve(
     loop.add_signal_handler(signal.SIGQUIT, lambda: worker.stop(force=True))
     loop.add_signal_handler(signal.SIGUSR1, _logging.reopen_files)
     loop.add_reader(channel.fileno(), on_channel)
-    await worker.serve(sockets, on_ready=lambda: report(msg.READY))
+
+    def ready() -> None:
+        report(wire.Kind.READY)
+
+    await worker.serve(sockets, on_ready=ready)
 
 
 def _count_requests(app: ASGIApp, limit: int, on_limit: Callable[[], None]) -> ASGIApp:

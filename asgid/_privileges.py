@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import stat
 
-from ..config import ConfigError, ProcessSettings
+from .config import ConfigError, ProcessSettings
 
 
 def worker_ids(process: ProcessSettings) -> tuple[int, int]:
