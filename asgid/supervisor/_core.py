@@ -94,6 +94,9 @@ class Reason(str, enum.Enum):
     RELOAD = "reload"
     SCALE = "scale"
 
+    def __str__(self) -> str:  # in messages, as in metrics: the value
+        return self.value
+
 
 class NotifyState(str, enum.Enum):
     """What the master tells systemd (sd_notify's READY=1, RELOADING=1, STOPPING=1)."""

@@ -1,0 +1,149 @@
+"""The one way tests, bench/ and scripts/ start and stop processes.
+
+``Process`` runs a command in a session of its own (so its process group is
+everything it started), sends its output to a log file, and ``stop()`` ends
+the whole group: SIGTERM, a deadline, then SIGKILL for anything left,
+zombies aside. Every wait here has a deadline and polls state.
+
+Standard library only, so the unit tests, the benchmarks and the scripts can
+import it whatever else is installed: bench/ and scripts/ put this folder on
+``sys.path``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(
+    predicate: Callable[[], object], timeout: float = 10.0, interval: float = 0.02
+) -> None:
+    """Poll ``predicate`` until it is true; ``TimeoutError`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(interval)
+    raise TimeoutError(f"condition not met within {timeout}s")
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether a process of the group is still running (zombies do not count)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # killpg(0) succeeds for zombies too: look for a live member.
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != b"Z":  # state, ppid, pgrp
+            return True
+    return False
+
+
+class Process:
+    """A command in its own session, its stdout and stderr in ``log``."""
+
+    def __init__(
+        self,
+        cmd: Sequence[str],
+        *,
+        log: Path,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        pass_fds: tuple[int, ...] = (),
+        preexec_fn: Callable[[], None] | None = None,
+    ) -> None:
+        self.cmd = list(cmd)
+        self.log_path = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            self.cmd,
+            cwd=cwd or ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            pass_fds=pass_fds,
+            preexec_fn=preexec_fn,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.poll()
+
+    def output(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def tail(self, lines: int = 30) -> str:
+        return "\n".join(self.output().splitlines()[-lines:])
+
+    def signal(self, signum: int) -> None:
+        self.proc.send_signal(signum)
+
+    def wait(self, timeout: float = 15.0) -> int:
+        return self.proc.wait(timeout)
+
+    def wait_listening(self, port: int, host: str = HOST, timeout: float = 15.0) -> None:
+        """Until ``host:port`` accepts a connection; fails at once if the process exits."""
+
+        def listening() -> bool:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.cmd[0]} exited with {self.proc.returncode}:\n{self.tail()}"
+                )
+            try:
+                socket.create_connection((host, port), timeout=0.5).close()
+            except OSError:
+                return False
+            return True
+
+        wait_until(listening, timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM to the group; SIGKILL to whatever is left after ``timeout``."""
+        pgid = self.proc.pid
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        with contextlib.suppress(TimeoutError):
+            wait_until(lambda: not group_alive(pgid), timeout=0 if self.proc.poll() is None else 2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)  # anything left in the group
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(5)
+        self._log.close()
