@@ -66,3 +66,22 @@ def _no_password() -> str:
     # Without a password callback OpenSSL would prompt on the terminal, and a
     # worker would wait there for ever.
     raise ValueError("the TLS key is encrypted: set ssl_keyfile_password")
+
+
+def certificate_expiry(certfile: str) -> float:
+    """When the first (leaf) certificate in ``certfile`` expires: notAfter, Unix time.
+
+    Raises ``OSError`` or ``ValueError`` when the file cannot be read or parsed.
+    """
+    import ssl
+
+    # The standard library's own PEM/X.509 reader (what its tests use); asgid
+    # has no X.509 dependency of its own.
+    decode = getattr(ssl._ssl, "_test_decode_cert", None)  # type: ignore[attr-defined]
+    if decode is None:
+        raise ValueError("this Python cannot decode certificates")
+    try:
+        info = decode(certfile)
+    except ssl.SSLError as exc:
+        raise ValueError(f"cannot read the certificate {certfile}: {exc}") from exc
+    return float(ssl.cert_time_to_seconds(info["notAfter"]))

@@ -12,8 +12,10 @@ writes.
 Worker to master: ``ready``; ``heartbeat`` (requests, in_progress,
 connections, lag, metrics); ``due`` (reason: the worker asks to be replaced,
 e.g. ``max_requests``); ``boot_failed`` (code, message: the app could not
-start). Master to worker: ``drain`` (restart: finish in-flight work and exit;
-WebSockets close with 1012 when ``restart``, else 1001).
+start); ``stats`` (seq, and a heartbeat's numbers without lag: the answer to
+``scrape``). Master to worker: ``drain`` (restart: finish in-flight work and
+exit; WebSockets close with 1012 when ``restart``, else 1001); ``scrape``
+(seq: send your counts now, a /metrics scrape waits for them).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ class Kind(str, enum.Enum):
     HEARTBEAT = "heartbeat"
     DUE = "due"
     BOOT_FAILED = "boot_failed"
+    STATS = "stats"
     DRAIN = "drain"
+    SCRAPE = "scrape"
 
 
 _KINDS = {kind.value: kind for kind in Kind}

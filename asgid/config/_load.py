@@ -63,6 +63,15 @@ def load_config(
     environ: Mapping[str, str] | None = None,
 ) -> Config:
     """Read ``path`` (if any), apply environment and ``overrides``, validate."""
+    return load_config_with_origins(path, overrides, environ)[0]
+
+
+def load_config_with_origins(
+    path: str | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Config, dict[str, Origin]]:
+    """``load_config``, and where each value that is not a default was set."""
     values: dict[str, Any] = {}
     origins: dict[str, Origin] = {}  # where each value that is not a default came from
     env = os.environ if environ is None else environ
@@ -82,7 +91,7 @@ def load_config(
         origins[key] = ("command line", None)
     config = _build(values)
     validate(config, source=path or "command line", origins=origins)
-    return config
+    return config, origins
 
 
 def _read_toml(path: str, origins: dict[str, Origin] | None = None) -> dict[str, Any]:

@@ -383,6 +383,19 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ControlSettings:
+    socket: str = setting(
+        _kinds.STR,
+        "auto",
+        "The control socket `asgid ctl` talks to (a Unix socket path, mode 0600). `auto`: "
+        "one named after the config file (`-c`), in `$RUNTIME_DIRECTORY`, `/run/asgid`, "
+        "`$XDG_RUNTIME_DIR/asgid` or `/tmp/asgid-UID`, where `asgid ctl -c FILE` finds it; "
+        "without a config file `auto` is off. Empty = off.",
+        "--control-socket",
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSettings:
     level: str = setting(
         _kinds.STR,
@@ -487,6 +500,7 @@ class Config:
     http: HttpSettings = field(default_factory=HttpSettings)
     websocket: WebSocketSettings = field(default_factory=WebSocketSettings)
     metrics: MetricsSettings = field(default_factory=MetricsSettings)
+    control: ControlSettings = field(default_factory=ControlSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     process: ProcessSettings = field(default_factory=ProcessSettings)
     reload: ReloadSettings = field(default_factory=ReloadSettings)

@@ -84,6 +84,10 @@ class TransitionError(Exception):
     pass
 
 
+class Refused(Exception):
+    """An operator's command (``asgid ctl``) that cannot be carried out now; says why."""
+
+
 class Reason(str, enum.Enum):
     """Why a worker was replaced; the values are the metrics' ``reason`` labels."""
 
@@ -93,6 +97,7 @@ class Reason(str, enum.Enum):
     MEMORY = "memory"
     RELOAD = "reload"
     SCALE = "scale"
+    MANUAL = "manual"  # asked for by an operator (``asgid ctl recycle``)
 
     def __str__(self) -> str:  # in messages, as in metrics: the value
         return self.value
@@ -178,10 +183,16 @@ class Restarted:
 
 @dataclass(frozen=True, slots=True)
 class ReloadDone:
-    """The reload to ``generation`` is over: commit it, or roll it back whole."""
+    """The reload to ``generation`` is over: commit it, or roll it back whole.
+
+    A failed one says why (``reason``) and how the worker that failed exited
+    (``code``: the app could not be imported, or it could not boot).
+    """
 
     success: bool
     generation: int
+    reason: str = field(default="", compare=False)
+    code: WorkerExit = field(default=WorkerExit.OK, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -495,6 +506,51 @@ class Supervisor:
             *self._advance(now),
         ]
 
+    def scale_to(self, count: int, now: float) -> list[Action]:
+        """Set the number of slots to ``count``: new ones boot one at a time, the
+        highest retire (drained). Raises ``Refused`` when it cannot be done now."""
+        if self.shutting_down:
+            raise Refused("shutting down")
+        if self.pending is not None:
+            raise Refused("a reload is in progress; try again after it")
+        if count < 1:
+            raise Refused(f"cannot scale to {count}: at least 1 worker")
+        actions: list[Action] = [Log(logging.INFO, f"scaling to {count} workers")]
+        while self.count < count:
+            index = self.count
+            self.slots[index] = Slot(index)
+            self._queue.append(_Replacement(index, Reason.SCALE, None, self.generation))
+        while self.count > count:
+            actions += self._retire(max(self.slots), Reason.SCALE, now)
+        return actions + self._advance(now)
+
+    def recycle(self, pid: int, now: float) -> list[Action]:
+        """An operator asks for ``pid`` to be replaced, new before old.
+
+        Raises ``Refused`` for a pid that is not a serving worker, or one
+        whose replacement is already on its way.
+        """
+        if self.shutting_down:
+            raise Refused("shutting down")
+        worker = self.workers.get(pid)
+        if worker is None or worker.state is State.EXITED:
+            raise Refused(f"no worker with pid {pid}")
+        if not worker.state.up:
+            raise Refused(f"worker {worker.slot} (pid {pid}) is {worker.state.value}")
+        if any(job.old == pid for job in self._jobs()):
+            raise Refused(f"worker {worker.slot} (pid {pid}) is already being replaced")
+        return self.due(pid, Reason.MANUAL, now)
+
+    def slot_pid(self, slot: int) -> int:
+        """The pid of the worker that serves ``slot`` (for ``recycle SLOT``)."""
+        if slot not in self.slots:
+            raise Refused(f"no slot {slot}; slots are 0 to {self.count - 1}")
+        candidates = [w for w in self.workers.values() if w.slot == slot and w.state.up]
+        worker = max(candidates, key=lambda w: w.started, default=None)
+        if worker is None:
+            raise Refused(f"slot {slot} has no serving worker")
+        return worker.pid
+
     def shutdown(self, now: float, *, graceful: bool) -> list[Action]:
         """Stop every worker; with ``shutdown_delay``, a graceful stop first keeps
         serving that long while readiness says no (see ``leaving``)."""
@@ -745,7 +801,9 @@ class Supervisor:
             *self._advance(now),
         ]
 
-    def _rollback(self, why: str, now: float) -> list[Action]:
+    def _rollback(
+        self, why: str, now: float, code: WorkerExit = WorkerExit.BOOT_FAILED
+    ) -> list[Action]:
         pending = self.pending
         assert pending is not None
         self._inflight = None
@@ -754,7 +812,7 @@ class Supervisor:
         return [
             Log(logging.ERROR, f"reload failed: {why}; the previous workers keep serving"),
             *actions,
-            ReloadDone(False, pending.generation),
+            ReloadDone(False, pending.generation, why, code),
             Notify(NotifyState.READY, self.status()),
             *self._advance(now),
         ]
@@ -840,7 +898,7 @@ class Supervisor:
         inflight = self._inflight
         if inflight is not None and inflight.pid == worker.pid:
             if self.pending is not None and inflight.generation == self.pending.generation:
-                return self._rollback(message, now)
+                return self._rollback(message, now, worker.boot_code or WorkerExit.BOOT_FAILED)
             if inflight.old is not None and inflight.old in self.workers:
                 # The old worker keeps serving; try again after a backoff.
                 return [
@@ -851,7 +909,7 @@ class Supervisor:
         if self.pending is not None and worker.generation == self.pending.generation:
             # The new code: it was ready (its old worker already drains) but died
             # in its boot window, or it is a crash's stand-in that failed too.
-            return self._rollback(message, now)
+            return self._rollback(message, now, worker.boot_code or WorkerExit.BOOT_FAILED)
         actions: list[Action] = [Log(logging.ERROR, message)]
         if self.serving(worker.slot) is not None or self._replacement_starting(worker.slot):
             return actions + self._advance(now)  # the slot is covered

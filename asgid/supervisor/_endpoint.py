@@ -45,6 +45,10 @@ Handler = Callable[[bytes, Client], None]
 """Called with a whole request (terminator excluded); answers with ``Endpoint.reply``,
 now or later."""
 
+PeerCheck = Callable[[socket.socket], "bytes | None"]
+"""Called on each accepted socket: None lets the peer in; bytes are sent to it
+(best effort) before it is closed."""
+
 
 class Endpoint:
     def __init__(
@@ -58,8 +62,10 @@ class Endpoint:
         max_request: int,
         too_large: Callable[[], bytes],
         path: str = "",
+        accept_peer: PeerCheck | None = None,
     ) -> None:
         self.name = name
+        self.accept_peer = accept_peer
         self.sock = sock
         self.selector = selector
         self.handler = handler
@@ -125,9 +131,18 @@ class Endpoint:
                 self.selector.unregister(self.sock)
                 self.paused_until = time.monotonic() + ACCEPT_PAUSE
                 return
+            sock.setblocking(False)
+            if self.accept_peer is not None:
+                refusal = self.accept_peer(sock)
+                if refusal is not None:
+                    try:
+                        sock.send(refusal)
+                    except OSError:
+                        pass
+                    sock.close()
+                    continue
             if len(self.clients) >= MAX_CLIENTS:
                 self._drop(min(self.clients.values(), key=lambda c: c.deadline))
-            sock.setblocking(False)
             client = Client(sock, time.monotonic() + CLIENT_TIMEOUT)
             self.clients[sock.fileno()] = client
             self.selector.register(sock, selectors.EVENT_READ, lambda m, c=client: self._io(c, m))

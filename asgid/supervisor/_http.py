@@ -3,7 +3,9 @@
 Answered from the master's own loop on an ``Endpoint``, so /healthz says the
 master is alive and /readyz what the supervisor thinks, even while every
 worker is busy or stuck; a slow or stuck scraper costs one socket, never the
-loop. One request per connection, answered with ``connection: close``.
+loop. A /metrics scrape first asks for fresh counts (``fresh``) and is
+answered once they are in, within a short bound. One request per connection,
+answered with ``connection: close``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ class MetricsServer:
         selector: selectors.BaseSelector,
         exporter: Exporter,
         ready: Callable[[], tuple[bool, str]],
+        fresh: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.exporter = exporter
         self.ready = ready
+        self.fresh = fresh  # fresh(then): get the workers' counts now, then call then()
         parsed = parse_bind(address)
         self.endpoint = Endpoint(
             "metrics endpoint",
@@ -55,7 +59,12 @@ class MetricsServer:
         self.endpoint.expire(now)
 
     def _handle(self, request: bytes, client: Client) -> None:
-        self.endpoint.reply(client, self._answer(request.decode("latin-1")))
+        head = request.decode("latin-1")
+        target = head.split("\r\n", 1)[0].split(" ")
+        if self.fresh is not None and len(target) == 3 and target[1].startswith("/metrics"):
+            self.fresh(lambda: self.endpoint.reply(client, self._answer(head)))
+        else:
+            self.endpoint.reply(client, self._answer(head))
 
     def _answer(self, head: str) -> bytes:
         lines = head.split("\r\n")

@@ -1,14 +1,17 @@
 """The master's numbers for /metrics, fed by worker heartbeats and exits.
 
-Workers report cumulative request counts with every heartbeat;
-``MetricsStore`` keeps the latest report of each live worker and folds the
-last report of each exited worker into running totals, so counters never go
-backwards when a worker is recycled or crashes. Plain data: no I/O here.
+Workers report cumulative request counts with every heartbeat, and at once
+when a scrape asks (``Refresh``); ``MetricsStore`` keeps the latest report of
+each live worker and folds the last report of each exited worker into running
+totals, so counters never go backwards when a worker is recycled or crashes.
+Plain data: no I/O here, and no clock (callers pass ``now``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from .._wire import DURATION_BUCKETS, LAG_BUCKETS, Histogram
@@ -58,6 +61,10 @@ class MetricsStore:
         self.live[pid] = data
         self.lag.observe(float(data.get("lag", 0.0)))
 
+    def report(self, pid: int, data: dict[str, Any]) -> None:
+        """Fresh counts a scrape asked for: a heartbeat's numbers, without a lag."""
+        self.live[pid] = {**self.live.get(pid, {}), **data}
+
     def exited(self, pid: int, slot: int) -> None:
         last = self.live.pop(pid, None)
         if last is not None and isinstance(last.get("metrics"), dict):
@@ -77,3 +84,57 @@ class MetricsStore:
             if isinstance(data.get("metrics"), dict):
                 totals.merge_report(data["metrics"])
         return totals
+
+
+@dataclass(slots=True)
+class _Wait:
+    seq: int
+    deadline: float
+    pids: set[int]
+    then: Callable[[], None] = field(repr=False)
+
+
+class Refresh:
+    """Scrapes that wait for fresh counts from the workers they asked.
+
+    ``start`` returns the sequence number to send to each worker; a scrape
+    goes on (``then`` is called) once every worker it asked has answered
+    that number or a later one, has exited, or at its deadline.
+    """
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.waits: list[_Wait] = []
+
+    def start(self, pids: Iterable[int], deadline: float, then: Callable[[], None]) -> int:
+        self.seq += 1
+        wait = _Wait(self.seq, deadline, set(pids), then)
+        if wait.pids:
+            self.waits.append(wait)
+        else:
+            then()
+        return self.seq
+
+    def answered(self, pid: int, seq: int) -> None:
+        for wait in self.waits:
+            if seq >= wait.seq:
+                wait.pids.discard(pid)
+        self._finish(lambda wait: not wait.pids)
+
+    def gone(self, pid: int) -> None:
+        for wait in self.waits:
+            wait.pids.discard(pid)
+        self._finish(lambda wait: not wait.pids)
+
+    def expire(self, now: float) -> None:
+        self._finish(lambda wait: not wait.pids or now >= wait.deadline)
+
+    def next_deadline(self) -> float | None:
+        return min((wait.deadline for wait in self.waits), default=None)
+
+    def _finish(self, done: Callable[[_Wait], bool]) -> None:
+        finished = [wait for wait in self.waits if done(wait)]
+        if finished:
+            self.waits = [wait for wait in self.waits if not done(wait)]
+            for wait in finished:
+                wait.then()

@@ -225,6 +225,20 @@ async def _serve(
         for message in messages:
             if message.kind is wire.Kind.DRAIN:
                 worker.stop(restart=bool(message.data.get("restart")))
+            elif message.kind is wire.Kind.SCRAPE:
+                # Every request answered before this message was read is in
+                # these counts: a scrape that waits for them misses none.
+                stats = worker.stats()
+                if stats is not None:
+                    report(
+                        wire.Kind.STATS,
+                        seq=message.data.get("seq", 0),
+                        requests=stats.requests,
+                        in_progress=stats.in_progress,
+                        connections=stats.connections,
+                        websockets=stats.websockets,
+                        metrics=stats.metrics,
+                    )
 
     worker = Worker(
         config,

@@ -155,18 +155,22 @@ class Worker:
             self._report(lag)
 
     def _report(self, lag: float) -> None:
+        stats = self.stats(lag)
+        if self.on_tick is not None and stats is not None:
+            self.on_tick(stats)
+
+    def stats(self, lag: float = 0.0) -> Stats | None:
+        """The numbers now (None before ``serve`` starts): a tick's, or a scrape's."""
         state = self.state
-        if self.on_tick is None or state is None:
-            return
-        self.on_tick(
-            Stats(
-                requests=state.requests,
-                in_progress=state.in_progress,
-                connections=len(state.connections),
-                websockets=len(state.websockets),
-                loop_lag=lag,
-                metrics=state.stats.snapshot() if state.stats is not None else None,
-            )
+        if state is None:
+            return None
+        return Stats(
+            requests=state.requests,
+            in_progress=state.in_progress,
+            connections=len(state.connections),
+            websockets=len(state.websockets),
+            loop_lag=lag,
+            metrics=state.stats.snapshot() if state.stats is not None else None,
         )
 
     def _protocol(self) -> HttpProtocol:
