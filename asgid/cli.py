@@ -1,6 +1,8 @@
 """The command line: flags from the settings schema, errors to exit codes.
 
 This is the only module that turns exceptions into exit statuses (``ExitCode``).
+``asgid ctl ...`` (a first argument that is exactly ``ctl``) goes to the control
+client in ``_ctl``; anything else, ``asgid ctl:app`` included, serves an app.
 """
 
 from __future__ import annotations
@@ -13,11 +15,11 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import _logging
-from ._exceptions import AppLoadError, BootError, LifespanFailure
+from ._exceptions import AppLoadError, BootError, ControlError, LifespanFailure
 from ._version import __version__
-from .config import Config, ConfigError, iter_settings, load_config
+from .config import Config, ConfigError, iter_settings
 from .config import _uvicorn as uvicorn_options
-from .config._load import unknown_environment
+from .config._load import load_config_with_origins, unknown_environment
 from .config._uvicorn import bind_from_uvicorn
 from .supervisor import Master, preflight
 
@@ -172,13 +174,26 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return overrides
 
 
+# What each kind of ``asgid ctl`` failure exits with: a reload's failure says
+# why, as a start's would.
+CONTROL_EXIT = {
+    "config": ExitCode.CONFIG,
+    "bad_request": ExitCode.CONFIG,
+    "boot": ExitCode.BOOT,
+    "app_load": ExitCode.APP_LOAD,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["ctl"]:
+        return ctl(argv[1:])
     args = build_parser().parse_args(argv)
     for warning in [*unknown_environment(), *uvicorn_option_warnings(args)]:
         print(f"asgid: warning: {warning}", file=sys.stderr)
     try:
         overrides = overrides_from_args(args)
-        config = load_config(args.config, overrides)
+        config, origins = load_config_with_origins(args.config, overrides)
         _logging.configure(config.logging)
     except ConfigError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
@@ -191,7 +206,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             load_app(config.app)
             print(f"asgid: {args.config or 'configuration'} is valid; {config.app.target} imported")
             return ExitCode.OK
-        return _serve(config, args.config, overrides)
+        return _serve(config, args.config, overrides, origins)
     except ConfigError as exc:
         print(f"asgid: error: {exc}", file=sys.stderr)
         return ExitCode.CONFIG
@@ -209,7 +224,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ExitCode.ERROR
 
 
-def _serve(config: Config, config_path: str | None, overrides: dict[str, Any]) -> ExitCode:
+def _serve(
+    config: Config,
+    config_path: str | None,
+    overrides: dict[str, Any],
+    origins: dict[str, Any],
+) -> ExitCode:
     """Run the master, which forks and supervises the workers."""
-    Master(config, config_path=config_path, overrides=overrides).run()
+    Master(config, config_path=config_path, overrides=overrides, origins=origins).run()
+    return ExitCode.OK
+
+
+def ctl(argv: Sequence[str]) -> int:
+    """``asgid ctl ...``: one command to a running master."""
+    from . import _ctl
+
+    try:
+        _ctl.main(argv)
+    except ControlError as exc:
+        print(f"asgid ctl: error: {exc}", file=sys.stderr)
+        return CONTROL_EXIT.get(exc.kind, ExitCode.ERROR)
+    except BrokenPipeError:
+        return ExitCode.ERROR
     return ExitCode.OK

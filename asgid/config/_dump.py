@@ -81,4 +81,3 @@ def _toml_value(value: Any, kind: _kinds.Kind) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml_value(item, kind) for item in value) + "]"
     raise TypeError(f"cannot write {value!r} as TOML")  # pragma: no cover
-

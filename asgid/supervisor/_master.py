@@ -4,7 +4,8 @@ The master is deliberately boring: no asyncio loop and no threads, so forking
 is always safe. Signal handlers do nothing; ``signal.set_wakeup_fd`` writes
 each signal's number into a pipe the loop selects on. Every decision is made
 by ``_core.Supervisor``; this module feeds it events (signals, worker messages,
-exits, the monotonic clock) and carries out the actions it returns.
+exits, the monotonic clock, ``asgid ctl`` commands from ``_control``) and
+carries out the actions it returns.
 """
 
 from __future__ import annotations
@@ -17,27 +18,30 @@ import signal
 import socket
 import stat
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import setproctitle
 
-from .. import _logging
+from .. import _logging, _runtime
 from .. import _wire as wire
 from .._exceptions import AppLoadError, BootError
 from .._limits import raise_nofile_limit
 from .._privileges import worker_ids, writable_by
 from .._sockets import Listeners
-from .._tls import make_ssl_context
+from .._sockets import describe as _describe
+from .._tls import certificate_expiry, make_ssl_context
 from .._wire import WorkerExit
-from ..config import Config, ConfigError, load_config
+from ..config import Config, ConfigError
+from ..config._load import Origin, load_config_with_origins
 from ..worker._main import preload, worker_main
 from . import _archive, _core
+from ._control import ControlServer
 from ._cpus import available_cpus
-from ._exporter import Exporter
+from ._exporter import Exporter, sample_process
 from ._http import MetricsServer
-from ._store import MetricsStore
+from ._store import MetricsStore, Refresh
 from ._systemd import Notifier, listen_fds
 from ._watch import Spec, Watcher
 
@@ -57,6 +61,8 @@ MEMORY_CHECK_SECONDS = 5.0
 # A worker's loop sends a heartbeat every second; one this late has missed
 # two, and a stand-in for it starts booting (it is killed at [workers].timeout).
 LATE_SECONDS = 2.5
+# How long a /metrics scrape or `asgid ctl status` waits for the workers' fresh counts.
+FRESH_WAIT = 0.5
 
 
 def preflight(config: Config) -> tuple[int, int]:
@@ -98,6 +104,7 @@ class Deployment:
     config: Config
     worker_ids: tuple[int, int]  # (uid, gid) of [process].user/group; -1: the master's
     sockets: list[socket.socket]
+    origins: Mapping[str, Origin]  # where each setting that is not a default came from
 
 
 class Master:
@@ -107,10 +114,12 @@ class Master:
         *,
         config_path: str | None = None,
         overrides: Mapping[str, Any] | None = None,
+        origins: Mapping[str, Origin] | None = None,
     ) -> None:
         self.config = config  # the committed configuration
         self.config_path = config_path
         self.overrides = dict(overrides or {})
+        self.origins: Mapping[str, Origin] = dict(origins or {})
         self.core = _core.Supervisor(worker_count(config), timeouts(config))
         self.notifier = Notifier()
         self.selector = selectors.DefaultSelector()
@@ -126,6 +135,11 @@ class Master:
         self._owns_metrics_dir = False
         self._metrics_dir_ids = (-1, -1)  # whom the metrics directory was given to
         self.metrics_server: MetricsServer | None = None
+        self.control: ControlServer | None = None
+        self.refresh = Refresh()  # scrapes waiting for the workers' fresh counts
+        self.started = time.monotonic()
+        self.last_reload: dict[str, Any] | None = None  # when, generation, result, reason
+        self.tls_expiry: dict[str, float] = {}  # listener -> certificate notAfter
         self.worker_ids = (-1, -1)  # (uid, gid) of [process].user/group; -1: the master's
         self.deployments: dict[int, Deployment] = {}  # the committed and the pending one
         self.watcher: Watcher | None = None  # --reload
@@ -159,6 +173,12 @@ class Master:
             logger.info("listening on %s", line)
         if self.metrics_server is not None:
             logger.info("metrics on http://%s/metrics", self.config.metrics.bind)
+        try:
+            self._start_control()
+        except OSError:
+            self._stop_metrics()
+            self.listeners.close()
+            raise
         raise_nofile_limit()  # before forking: the workers inherit it
         preload()
         self._install_signals()
@@ -174,8 +194,9 @@ class Master:
                 logger.info("workers = auto: %d, from the %s", *available_cpus())
             actions = self.core.start()
             self.deployments[self.core.generation] = Deployment(
-                self.core.generation, self.config, self.worker_ids, sockets
+                self.core.generation, self.config, self.worker_ids, sockets, self.origins
             )
+            self._read_certificates(self.config, sockets)
             self._execute(actions)
             self._sync_watcher()
             while self.exit is None:
@@ -195,21 +216,29 @@ class Master:
             timeout = min(timeout, max(0.0, deadline - now))
         if self.notifier.watchdog_interval:  # a WatchdogSec below 2 s needs pings within 1 s
             timeout = min(timeout, max(0.0, self._next_watchdog - now))
+        for waiting in (self.refresh.next_deadline(), self._control_deadline()):
+            if waiting is not None:
+                timeout = min(timeout, max(0.0, waiting - now))
         for key, mask in self.selector.select(timeout):
             if key.fd == self._wakeup_r:
                 self._read_signals()
             elif isinstance(key.data, int):
                 self._read_channel(key.data)
             else:
-                key.data(mask)  # a metrics endpoint socket
+                key.data(mask)  # a metrics or control endpoint socket, the file watcher
         self._reap()
         now = time.monotonic()
         self._execute(self.core.tick(now))
         if self.config.workers.max_memory and now >= self._next_memory_check:
             self._next_memory_check = now + MEMORY_CHECK_SECONDS
             self._check_memory(now)
+        self.refresh.expire(now)
         if self.metrics_server is not None:
             self.metrics_server.expire(now)
+        if self.control is not None:
+            if self.core.shutting_down:
+                self.control.stopping()
+            self.control.expire(now)
         if self.notifier.watchdog_interval and now >= self._next_watchdog:
             self._next_watchdog = now + self.notifier.watchdog_interval
             self.notifier.watchdog()
@@ -283,12 +312,15 @@ class Master:
         self.watcher = None
 
     def handle_sigterm(self) -> None:
-        self._execute(self.core.shutdown(time.monotonic(), graceful=True))
+        self.stop(graceful=True)
 
     handle_sigint = handle_sigterm
 
     def handle_sigquit(self) -> None:
-        self._execute(self.core.shutdown(time.monotonic(), graceful=False))
+        self.stop(graceful=False)
+
+    def stop(self, *, graceful: bool) -> None:
+        self._execute(self.core.shutdown(time.monotonic(), graceful=graceful))
 
     def handle_sigttin(self) -> None:
         self._execute(self.core.scale(+1, time.monotonic()))
@@ -305,8 +337,11 @@ class Master:
     def handle_sigchld(self) -> None:
         pass  # reaping happens on every step
 
-    def reload(self) -> None:
+    def reload(self) -> tuple[int, str, str]:
         """Start a reload as one pending change: committed or rolled back whole.
+
+        Returns the new generation, or 0, the kind of failure (``config``,
+        ``error``, ``refused``) and why it did not start.
 
         The new configuration is loaded and its new listeners bound now; the
         master's own settings (timeouts, logging, the metrics directory's
@@ -316,33 +351,54 @@ class Master:
         """
         if self.core.shutting_down:
             logger.info("not reloading: shutting down")
-            return
+            return 0, "refused", "shutting down"
         try:
-            config = load_config(self.config_path, self.overrides)
+            config, origins = load_config_with_origins(self.config_path, self.overrides)
             ids = worker_ids(config.process)
             sockets = self.listeners.acquire(config.server)
         except (ConfigError, OSError) as exc:
             logger.error("reload aborted, still serving the previous configuration: %s", exc)
             self.core.last_reload = "failed (configuration)"
             self.metrics.reloaded(False)
+            self._record_reload(0, "failed", f"configuration: {exc}")
             # With Type=notify-reload systemd waits for RELOADING=1, then READY=1,
             # after every SIGHUP it sends: a reload that ends at once still says both.
             self.notifier.reloading("reloading")
             self.notifier.ready(self.core.status())
-            return
+            return 0, "config" if isinstance(exc, ConfigError) else "error", str(exc)
         self._give_metrics_dir(ids)  # new workers may run as another user
         actions = self.core.reload(worker_count(config), time.monotonic())
         pending = self.core.pending
         assert pending is not None
         self.deployments = {g: d for g, d in self.deployments.items() if g == self.core.generation}
-        self.deployments[pending.generation] = Deployment(pending.generation, config, ids, sockets)
+        self.deployments[pending.generation] = Deployment(
+            pending.generation, config, ids, sockets, origins
+        )
+        self._record_reload(pending.generation, "in progress", "")
+        if self.control is not None:
+            self.control.reload_started(pending.generation)
         self._execute(actions)
+        return pending.generation, "", ""
 
-    def _reload_done(self, success: bool, generation: int) -> None:
+    def _record_reload(self, generation: int, result: str, reason: str) -> None:
+        self.last_reload = {
+            "at": time.time(),
+            "generation": generation,
+            "result": result,
+            "reason": reason,
+        }
+
+    def _reload_done(self, done: _core.ReloadDone) -> None:
+        success, generation = done.success, done.generation
+        self._record_reload(generation, "succeeded" if success else "failed", done.reason)
+        if self.control is not None:
+            self.control.reload_done(success, generation, done.reason, done.code)
         deployment = self.deployments.pop(generation, None)
         if success and deployment is not None:
             self.deployments = {generation: deployment}
             previous, self.config = self.config, deployment.config
+            self.origins = deployment.origins
+            self._read_certificates(deployment.config, deployment.sockets)
             self.worker_ids = deployment.worker_ids
             self.core.timeouts = timeouts(deployment.config)
             # Unchanged settings leave logging alone: it may be a program's own
@@ -383,6 +439,11 @@ class Master:
             if message.kind is wire.Kind.HEARTBEAT:
                 self.core.heartbeat(pid, now, message.data)
                 self.metrics.heartbeat(pid, message.data)
+            elif message.kind is wire.Kind.STATS:
+                seq = message.data.pop("seq", 0)
+                self.core.heartbeat(pid, now, message.data)
+                self.metrics.report(pid, message.data)
+                self.refresh.answered(pid, int(seq) if isinstance(seq, int) else 0)
             elif message.kind is wire.Kind.READY:
                 self._execute(self.core.ready(pid, now))
             elif message.kind is wire.Kind.DUE:
@@ -418,6 +479,7 @@ class Master:
                     _archive.merge_dead_files(self.metrics_dir, pid)
                 except Exception:
                     logger.exception("could not merge the metrics files of worker pid %d", pid)
+            self.refresh.gone(pid)
             self._execute(self.core.exited(pid, code, time.monotonic()))
 
     def _check_memory(self, now: float) -> None:
@@ -462,7 +524,7 @@ class Master:
             elif isinstance(action, _core.Restarted):
                 self.metrics.restarted(action.reason)
             elif isinstance(action, _core.ReloadDone):
-                self._reload_done(action.success, action.generation)
+                self._reload_done(action)
             elif isinstance(action, _core.Exit):
                 self.exit = action
                 return
@@ -542,6 +604,8 @@ class Master:
                 sock.close()
         if self.metrics_server is not None:
             self.metrics_server.close_in_child()
+        if self.control is not None:
+            self.control.close_in_child()
         if self.watcher is not None:
             with contextlib.suppress(OSError):
                 os.close(self.watcher.fileno())
@@ -569,10 +633,16 @@ class Master:
     def _start_metrics(self) -> None:
         self.metrics_dir, self._owns_metrics_dir = _archive.setup_multiproc_dir(self.worker_ids)
         self._metrics_dir_ids = self.worker_ids
-        exporter = Exporter(self.metrics, lambda: self.core, self.metrics_dir)
+        exporter = Exporter(
+            self.metrics, lambda: self.core, self.metrics_dir, tls_expiry=lambda: self.tls_expiry
+        )
         try:
             self.metrics_server = MetricsServer(
-                self.config.metrics.bind, self.selector, exporter, self._readiness
+                self.config.metrics.bind,
+                self.selector,
+                exporter,
+                self._readiness,
+                fresh=self.fresh_counts,
             )
         except BaseException:
             self._stop_metrics()
@@ -585,6 +655,119 @@ class Master:
         if self._owns_metrics_dir:
             _archive.remove_dir(self.metrics_dir)
             self._owns_metrics_dir = False
+
+    # -- what `asgid ctl` asks (see _control) -------------------------------------------
+
+    def _start_control(self) -> None:
+        """Listen on ``[control].socket``; ``auto`` puts it where ``asgid ctl -c`` looks."""
+        path = self.config.control.socket
+        if path == _runtime.AUTO:
+            if not self.config_path:
+                return  # nothing to name it after: `asgid ctl -c` could not find it
+            try:
+                path = _runtime.server_socket_path(self.config_path)
+            except OSError as exc:
+                logger.warning("no control socket: %s", exc)
+                return
+        if not path:
+            return
+        self.control = ControlServer(path, self.selector, self)
+        logger.info("control socket at %s", path)
+
+    def _control_deadline(self) -> float | None:
+        return self.control.next_deadline() if self.control is not None else None
+
+    def fresh_counts(self, then: Callable[[], None]) -> None:
+        """Ask every worker whose loop runs for its counts now; call ``then`` once
+        they are all in (or after ``FRESH_WAIT``): a request answered before
+        this call is counted in what ``then`` reads."""
+        asked = [
+            w.pid
+            for w in self.core.live()
+            if w.state in (_core.State.READY, _core.State.LATE, _core.State.DRAINING)
+            and w.pid in self.channels
+        ]
+        seq = self.refresh.seq + 1
+        frame = wire.encode(wire.Kind.SCRAPE, seq=seq)
+        reached = []
+        for pid in asked:
+            try:
+                self.channels[pid].send(frame)
+            except OSError:
+                continue  # wedged or gone: the scrape goes on without it
+            reached.append(pid)
+        self.refresh.start(reached, time.monotonic() + FRESH_WAIT, then)
+
+    def scale_to(self, count: int) -> None:
+        self._execute(self.core.scale_to(count, time.monotonic()))
+
+    def recycle(self, pid: int) -> int:
+        """Replace worker ``pid``, new before old; its slot."""
+        self._execute(self.core.recycle(pid, time.monotonic()))
+        return self.core.workers[pid].slot
+
+    def status_report(self) -> dict[str, Any]:
+        """``asgid ctl status``: the master and each worker (JSON-ready)."""
+        now, wall = time.monotonic(), time.time()
+        core = self.core
+        if core.shutting_down:
+            state = "stopping"
+        elif core.reloading:
+            state = "reloading"
+        else:
+            state = "running"
+        workers = []
+        for w in sorted(core.live(), key=lambda w: (w.slot, w.started)):
+            sample = sample_process(w.pid)
+            workers.append(
+                {
+                    "slot": w.slot,
+                    "pid": w.pid,
+                    "generation": w.generation,
+                    "state": w.state.value,
+                    "age": round(now - w.started, 3),
+                    "requests": w.requests,
+                    "connections": w.connections,
+                    "in_progress": w.in_progress,
+                    "rss": sample.rss if sample is not None else None,
+                    "lag": w.loop_lag,
+                    "last_heartbeat": round(now - w.last_seen, 3),
+                    "started_for": w.reason.value if w.reason is not None else None,
+                }
+            )
+        return {
+            "master": {
+                "pid": os.getpid(),
+                "uptime": round(now - self.started, 3),
+                "started_at": self.metrics.started,
+                "now": wall,
+                "config_path": self.config_path,
+                "app": self.config.app.target,
+                "state": state,
+                "generation": core.generation,
+                "pending_generation": core.pending.generation if core.pending else None,
+                "workers_wanted": core.count,
+                "counts": core.counts(),
+                "last_reload": self.last_reload,
+                "listeners": self.listeners.describe(),
+                "control_socket": self.control.path if self.control is not None else None,
+            },
+            "workers": workers,
+        }
+
+    def _read_certificates(self, config: Config, sockets: list[socket.socket]) -> None:
+        """The notAfter of the certificate each TLS listener serves (for /metrics)."""
+        self.tls_expiry = {}
+        if not config.server.ssl_certfile:
+            return
+        try:
+            not_after = certificate_expiry(config.server.ssl_certfile)
+        except (OSError, ValueError) as exc:
+            logger.warning("cannot read the certificate's expiry: %s", exc)
+            return
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                self.tls_expiry[_describe(sock)] = not_after
 
     def _readiness(self) -> tuple[bool, str]:
         ready = self.core.counts()["ready"]
@@ -641,6 +824,9 @@ class Master:
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
         self._stop_metrics()
+        if self.control is not None:
+            self.control.close()
+            self.control = None
         self.listeners.close()
         self.selector.close()
         self.notifier.close()
