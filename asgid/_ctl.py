@@ -40,11 +40,16 @@ def build_parser() -> argparse.ArgumentParser:
         "4 a reload's app failed to import.",
         allow_abbrev=False,
     )
+    # The common options go before or after the command (`asgid ctl status --json`).
     parser.add_argument("-c", "--config", metavar="FILE", help="the server's TOML config file")
     parser.add_argument("--socket", metavar="PATH", help="the control socket (overrides -c)")
     parser.add_argument("--json", action="store_true", help="print the answer as JSON")
+    sub = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    sub.add_argument("-c", "--config", metavar="FILE", help=argparse.SUPPRESS)
+    sub.add_argument("--socket", metavar="PATH", help=argparse.SUPPRESS)
+    sub.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    status = commands.add_parser("status", help="the master and its workers")
+    status = commands.add_parser("status", help="the master and its workers", parents=[sub])
     status.add_argument(
         "--watch",
         nargs="?",
@@ -53,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="refresh every SECONDS (default 2) until interrupted",
     )
-    reload = commands.add_parser("reload", help="rolling reload: new workers before old")
+    reload = commands.add_parser(
+        "reload", help="rolling reload: new workers before old", parents=[sub]
+    )
     reload.add_argument(
         "--wait",
         action="store_true",
@@ -66,13 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="with --wait: give up after S seconds (default 120)",
     )
-    scale = commands.add_parser("scale", help="set the worker count: N, +K or -K")
+    scale = commands.add_parser("scale", help="set the worker count: N, +K or -K", parents=[sub])
     scale.add_argument("count", metavar="N|+K|-K")
-    recycle = commands.add_parser("recycle", help="replace one worker, new before old")
+    recycle = commands.add_parser(
+        "recycle", help="replace one worker, new before old", parents=[sub]
+    )
     recycle.add_argument("target", metavar="SLOT|PID", type=int)
-    stop = commands.add_parser("stop", help="stop the server (gracefully)")
+    stop = commands.add_parser("stop", help="stop the server (gracefully)", parents=[sub])
     stop.add_argument("--now", action="store_true", help="stop quickly (as SIGQUIT)")
-    commands.add_parser("config", help="the effective configuration as TOML, with origins")
+    commands.add_parser(
+        "config", help="the effective configuration as TOML, with origins", parents=[sub]
+    )
     return parser
 
 
