@@ -22,7 +22,7 @@ SYSTEM_DIR = "/run/asgid"  # the shipped unit's RuntimeDirectory=asgid
 def socket_name(config_path: str) -> str:
     """``server-1a2b3c4d.sock`` for ``/etc/asgid/server.toml``: one per config file."""
     real = os.path.realpath(config_path)
-    stem = os.path.splitext(os.path.basename(real))[0] or "asgid"
+    stem = os.path.splitext(os.path.basename(real))[0][:32] or "asgid"
     digest = hashlib.sha256(real.encode("utf-8", "surrogateescape")).hexdigest()[:8]
     return f"{stem}-{digest}.sock"
 
