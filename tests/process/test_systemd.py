@@ -352,7 +352,11 @@ def test_service_unit_settings() -> None:
     assert service["ExecStart"] == ["/usr/local/bin/asgid -c /etc/asgid/server.toml"]
     assert service["Type"] in (["notify"], ["notify-reload"])
     if service["Type"] == ["notify"]:
-        assert service["ExecReload"] == ["/bin/kill -HUP $MAINPID"]
+        # A reload that fails makes `systemctl reload` fail: it waits on the control socket.
+        (reload,) = service["ExecReload"]
+        assert reload.startswith("/usr/local/bin/asgid ctl -c /etc/asgid/server.toml reload --wait")
+        timeout = float(reload.split("--timeout ")[1])
+        assert timeout < int(service["TimeoutStartSec"][0])
     assert service["KillMode"] == ["mixed"]
     # Longer than the default graceful timeout (30 s) plus the kill grace (3 s).
     assert int(service["TimeoutStopSec"][0]) > 33
