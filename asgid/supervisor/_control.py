@@ -85,7 +85,8 @@ class ControlServer:
         for client, _ in self.waiters:
             if now > client.deadline - 0.05:  # answer just before the endpoint drops it
                 self.endpoint.reply(client, failure("timed out waiting for the reload", "timeout"))
-        self.waiters = [(c, g) for c, g in self.waiters if not c.replied]
+        # Answered, or gone (a client that hung up has its socket closed).
+        self.waiters = [(c, g) for c, g in self.waiters if not c.replied and c.sock.fileno() >= 0]
         self.endpoint.expire(now)
 
     def next_deadline(self) -> float | None:

@@ -50,10 +50,6 @@ class Exporter:
         encoder, content_type = choose_encoder(accept)
         return encoder(registry), content_type
 
-    def sample_processes(self) -> dict[int, tuple[int, float]]:
-        """RSS and CPU seconds of each live worker, by slot."""
-        return _by_slot(self._sample_workers())
-
     def _sample_workers(self) -> list[tuple[int, float, ProcessSample]]:
         """(slot, start on the monotonic clock, sample) of each live worker."""
         found = []

@@ -63,6 +63,7 @@ MEMORY_CHECK_SECONDS = 5.0
 LATE_SECONDS = 2.5
 # How long a /metrics scrape or `asgid ctl status` waits for the workers' fresh counts.
 FRESH_WAIT = 0.5
+FRESH_SILENCE = 2.0  # a worker not heard from this long is not asked (it is late or stuck)
 
 
 def preflight(config: Config) -> tuple[int, int]:
@@ -681,10 +682,14 @@ class Master:
         """Ask every worker whose loop runs for its counts now; call ``then`` once
         they are all in (or after ``FRESH_WAIT``): a request answered before
         this call is counted in what ``then`` reads."""
+        # Only workers heard from lately: their loops read the channel, so the
+        # small frames sent here never pile up in front of a stuck one.
+        now = time.monotonic()
         asked = [
             w.pid
             for w in self.core.live()
-            if w.state in (_core.State.READY, _core.State.LATE, _core.State.DRAINING)
+            if w.state in (_core.State.READY, _core.State.DRAINING)
+            and now - w.last_seen < FRESH_SILENCE
             and w.pid in self.channels
         ]
         seq = self.refresh.seq + 1
@@ -696,7 +701,7 @@ class Master:
             except OSError:
                 continue  # wedged or gone: the scrape goes on without it
             reached.append(pid)
-        self.refresh.start(reached, time.monotonic() + FRESH_WAIT, then)
+        self.refresh.start(reached, now + FRESH_WAIT, then)
 
     def scale_to(self, count: int) -> None:
         self._execute(self.core.scale_to(count, time.monotonic()))
