@@ -521,3 +521,67 @@ def test_certificate_expiry_metric_matches_the_certificates_not_after(
         if name == "asgid_tls_certificate_expiry_timestamp_seconds"
     }
     assert expiry == {f"127.0.0.1:{ctl.server.port}": not_after.timestamp()}
+
+
+SLOW_APP = """\
+import asyncio
+import os
+import pathlib
+
+DELAY = pathlib.Path(__file__).with_name("delay")
+
+
+async def app(scope, receive, send):
+    if scope["type"] == "lifespan":
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await asyncio.sleep(float(DELAY.read_text()))
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+    body = str(os.getpid()).encode()
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body})
+"""
+
+
+def test_reload_wait_times_out_and_follows_a_newer_reload(
+    start_server: StartServer, tmp_path: Path, runtime_dir: Path
+) -> None:
+    (tmp_path / "slow.py").write_text(SLOW_APP)
+    (tmp_path / "delay").write_text("0")
+    ctl = start_ctl(
+        start_server, tmp_path, runtime_dir, workers=1, app="slow:app", app_dir=tmp_path
+    )
+    (tmp_path / "delay").write_text("2")
+    result = ctl.run("reload", "--wait", "--timeout", "0.5")
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "timed out waiting for the reload" in result.stderr
+    # A waiter waits for the newest reload: one started meanwhile replaces its own.
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "asgid", "ctl", "-c", str(ctl.config), "reload", "--wait"],
+        cwd=ROOT,
+        env=base_env(**ctl.env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(
+            lambda: (
+                ctl.status()["master"]["generation"] < 3
+                and ctl.status()["master"]["pending_generation"] == 3
+            ),
+            timeout=10,
+        )
+        assert json.loads(ctl.ok("reload", "--json"))["generation"] == 4
+        out, err = waiter.communicate(timeout=30)
+    finally:
+        if waiter.poll() is None:
+            os.killpg(waiter.pid, signal.SIGKILL)
+            waiter.communicate(timeout=5)
+    assert waiter.returncode == 0, out + err
+    assert "generation 4 serves" in out
+    assert [w["generation"] for w in ctl.ready().values()] == [4]
