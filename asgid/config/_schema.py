@@ -390,7 +390,8 @@ class ControlSettings:
         "The control socket `asgid ctl` talks to (a Unix socket path, mode 0600). `auto`: "
         "one named after the config file (`-c`), in `$RUNTIME_DIRECTORY`, `/run/asgid`, "
         "`$XDG_RUNTIME_DIR/asgid` or `/tmp/asgid-UID`, where `asgid ctl -c FILE` finds it; "
-        "without a config file `auto` is off. Empty = off.",
+        "without a config file `auto` is off. Empty = off. Read at start (a reload does not "
+        "move it).",
         "--control-socket",
     )
 
