@@ -662,18 +662,20 @@ class Master:
     def _start_control(self) -> None:
         """Listen on ``[control].socket``; ``auto`` puts it where ``asgid ctl -c`` looks."""
         path = self.config.control.socket
-        if path == _runtime.AUTO:
-            if not self.config_path:
-                return  # nothing to name it after: `asgid ctl -c` could not find it
-            try:
-                path = _runtime.server_socket_path(self.config_path)
-            except OSError as exc:
-                logger.warning("no control socket: %s", exc)
-                return
         if not path:
             return
-        self.control = ControlServer(path, self.selector, self)
-        logger.info("control socket at %s", path)
+        if path != _runtime.AUTO:
+            self.control = ControlServer(path, self.selector, self)
+        elif self.config_path:  # else nothing to name it after: `asgid ctl -c` could not find it
+            # A second master from the same file (a blue/green switch) runs
+            # without one: `asgid ctl -c` keeps reaching the first.
+            try:
+                path = _runtime.server_socket_path(self.config_path)
+                self.control = ControlServer(path, self.selector, self)
+            except OSError as exc:
+                logger.warning("no control socket: %s", exc)
+        if self.control is not None:
+            logger.info("control socket at %s", path)
 
     def _control_deadline(self) -> float | None:
         return self.control.next_deadline() if self.control is not None else None

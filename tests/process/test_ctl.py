@@ -585,3 +585,21 @@ def test_reload_wait_times_out_and_follows_a_newer_reload(
     assert waiter.returncode == 0, out + err
     assert "generation 4 serves" in out
     assert [w["generation"] for w in ctl.ready().values()] == [4]
+
+
+def test_a_second_master_from_the_same_file_runs_without_a_socket(
+    start_server: StartServer, tmp_path: Path, runtime_dir: Path
+) -> None:
+    first = start_ctl(start_server, tmp_path, runtime_dir, workers=1)
+    # A blue/green switch: the same file, another port.
+    second = start_server(
+        "-c", str(first.config), app_dir=APPS, env={"XDG_RUNTIME_DIR": str(runtime_dir)}
+    )
+    wait_until(lambda: "no control socket" in second.output(), timeout=10)
+    assert "another master is listening there" in second.output()
+    assert get_pid(second) in worker_pids(second)
+    assert first.status()["master"]["pid"] == first.server.pid
+    path = first.status()["master"]["control_socket"]
+    second.stop()
+    assert os.path.exists(path)  # the first master's socket stays
+    assert first.status()["master"]["pid"] == first.server.pid
