@@ -174,7 +174,10 @@ def request(path: str, message: dict[str, Any], timeout: float = ANSWER_TIMEOUT)
             ) from None
         data = b""
         try:
-            sock.sendall(json.dumps(message).encode() + b"\n")
+            try:
+                sock.sendall(json.dumps(message).encode() + b"\n")
+            except BrokenPipeError:
+                pass  # answered and closed at once (a refused peer): read the answer
             while b"\n" not in data:
                 chunk = sock.recv(65536)
                 if not chunk:

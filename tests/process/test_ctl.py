@@ -355,7 +355,10 @@ def _connect_as(uid: int, gid: int, path: str) -> str:
             sock.settimeout(5)
             try:
                 sock.connect(path)
-                sock.sendall(b'{"cmd": "status"}\n')
+                try:
+                    sock.sendall(b'{"cmd": "status"}\n')
+                except BrokenPipeError:
+                    pass  # a refusal is sent and the socket closed at once
                 result = "answer:" + sock.recv(65536).decode()
             except OSError as exc:
                 result = f"error:{exc.errno}"
