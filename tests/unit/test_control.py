@@ -234,6 +234,12 @@ def test_config_dump_loads_back_and_names_each_origin(tmp_path: Path) -> None:
 # -- where an auto control socket lives -------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def _no_system_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """This machine's /run/asgid, if it has one, stays out of these tests."""
+    monkeypatch.setattr(_runtime, "SYSTEM_DIR", str(tmp_path / "no-run-asgid"))
+
+
 def test_auto_socket_is_named_after_the_config_file(tmp_path: Path) -> None:
     config = tmp_path / "server.toml"
     config.write_text("")
