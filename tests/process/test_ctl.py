@@ -606,3 +606,36 @@ def test_a_second_master_from_the_same_file_runs_without_a_socket(
     second.stop()
     assert os.path.exists(path)  # the first master's socket stays
     assert first.status()["master"]["pid"] == first.server.pid
+
+
+def _ask(path: str, line: bytes) -> dict[str, Any]:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(path)
+        sock.sendall(line)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sock.recv(65536)
+            assert chunk, f"closed after {data!r}"
+            data += chunk
+        assert sock.recv(1) == b""  # one answer, then the master closes
+    answer: dict[str, Any] = json.loads(data)
+    return answer
+
+
+def test_the_protocol_answers_bad_requests_and_scripts(
+    start_server: StartServer, tmp_path: Path, runtime_dir: Path
+) -> None:
+    ctl = start_ctl(start_server, tmp_path, runtime_dir)
+    path = ctl.status()["master"]["control_socket"]
+    assert _ask(path, b"not json\n")["kind"] == "bad_request"
+    assert _ask(path, b"[1, 2]\n")["kind"] == "bad_request"
+    unknown = _ask(path, b'{"cmd": "dance"}\n')
+    assert unknown["kind"] == "bad_request"
+    assert "expected one of config, recycle, reload, scale, status, stop" in unknown["error"]
+    assert _ask(path, b'{"cmd": "scale", "count": "3"}\n')["kind"] == "bad_request"
+    status = _ask(path, b'{"cmd": "status"}\n')
+    assert status["ok"] is True
+    assert status["status"]["master"]["pid"] == ctl.server.pid
+    assert _ask(path, b'{"cmd": "scale", "delta": 1}\n') == {"ok": True, "workers": 3}
+    assert sorted(ctl.ready()) == [0, 1, 2]
