@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="asgid",
         description="A process manager with embedded ASGI workers.",
         epilog="Exit status: 0 ok, 1 error, 2 bad configuration, "
-        "3 worker boot failed, 4 app import failed.",
+        "3 worker boot failed, 4 app import failed. "
+        "A running server: asgid ctl --help (status, reload, scale, recycle, stop, config).",
         allow_abbrev=False,  # --pid must not quietly mean --pidfile
     )
     parser.add_argument("app", nargs="?", metavar="APP", help="the ASGI app as module:attribute")
