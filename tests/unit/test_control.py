@@ -270,3 +270,85 @@ def test_auto_socket_skips_a_directory_others_can_write(tmp_path: Path) -> None:
     environ = {"XDG_RUNTIME_DIR": str(run)}
     path = _runtime.server_socket_path("/etc/asgid/server.toml", environ)
     assert not path.startswith(str(run))
+
+
+# -- the client: finding the socket, reading commands, showing status -------------------
+
+
+def test_ctl_finds_the_socket_from_the_file_the_flag_or_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from asgid import _ctl
+    from asgid._exceptions import ControlError
+
+    monkeypatch.delenv(_ctl.ENV_SOCKET, raising=False)
+    config = tmp_path / "server.toml"
+    config.write_text('[control]\nsocket = "/run/x.sock"\n')
+    assert _ctl.find_socket(str(config), None) == "/run/x.sock"
+    assert _ctl.find_socket(str(config), "/given.sock") == "/given.sock"
+    config.write_text("[workers]\ncount = = 3\n")  # broken: the auto path, still
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    with pytest.raises(ControlError, match="no control socket") as failed:
+        _ctl.find_socket(str(config), None)
+    assert failed.value.kind == "unreachable"
+    config.write_text('[control]\nsocket = ""\n')
+    with pytest.raises(ControlError, match="off"):
+        _ctl.find_socket(str(config), None)
+    with pytest.raises(ControlError, match="give -c FILE"):
+        _ctl.find_socket(None, None)
+    monkeypatch.setenv(_ctl.ENV_SOCKET, "/env.sock")
+    assert _ctl.find_socket(None, None) == "/env.sock"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("4", {"count": 4}), ("+2", {"delta": 2}), ("-1", {"delta": -1})],
+)
+def test_ctl_scale_arguments(text: str, message: dict[str, int]) -> None:
+    from asgid import _ctl
+
+    assert _ctl._scale(text) == message
+
+
+def test_ctl_status_table() -> None:
+    from asgid import _ctl
+
+    status = {
+        "master": {
+            "pid": 10,
+            "uptime": 3725.0,
+            "state": "reloading",
+            "generation": 2,
+            "pending_generation": 3,
+            "config_path": "/etc/asgid/server.toml",
+            "app": "main:app",
+            "counts": {"starting": 1, "ready": 2, "draining": 0},
+            "workers_wanted": 2,
+            "now": 1000.0,
+            "last_reload": {"at": 940.0, "generation": 2, "result": "succeeded", "reason": ""},
+        },
+        "workers": [
+            {
+                "slot": 0,
+                "pid": 11,
+                "generation": 2,
+                "state": "ready",
+                "age": 60.0,
+                "requests": 1234,
+                "connections": 3,
+                "rss": 50 << 20,
+                "lag": 0.0004,
+                "last_heartbeat": 0.25,
+            }
+        ],
+    }
+    text = _ctl.format_status(status)
+    assert text.splitlines()[:4] == [
+        "master pid 10, up 1h02m, reloading, generation 2 (reloading to 3)",
+        "config /etc/asgid/server.toml, app main:app",
+        "workers: 2/2 ready, 1 starting",
+        "last reload: succeeded 1m00s ago (generation 2)",
+    ]
+    assert text.splitlines()[-1].split() == [
+        "0", "11", "2", "ready", "1m00s", "1234", "3", "50.0MiB", "0.4ms", "0.2s", "ago",
+    ]  # fmt: skip
