@@ -192,7 +192,9 @@ class _Collector:
         for reason, count in store.restarts.items():
             restarts.add_metric([reason.value], count)
         yield restarts
-        reloads = CounterMetricFamily("asgid_reloads", "SIGHUP reloads.", labels=["result"])
+        reloads = CounterMetricFamily(
+            "asgid_reloads", "Rolling reloads (SIGHUP, asgid ctl reload).", labels=["result"]
+        )
         for result, count in store.reloads.items():
             reloads.add_metric([result], count)
         yield reloads
