@@ -10,6 +10,7 @@ import dataclasses
 import re
 import subprocess
 import sys
+import types
 import typing
 from typing import Any
 
@@ -34,6 +35,7 @@ KIND_TYPES: dict[kinds.Kind, Any] = {
     kinds.HEADERS: tuple[tuple[str, str], ...],
     kinds.WORKER_COUNT: int,
     kinds.SIZE: int,
+    kinds.MEMORY: int | kinds.Share,
 }
 
 
@@ -78,6 +80,8 @@ def test_default_is_a_valid_value(info: Any) -> None:
     default = info.default
     expected_type = KIND_TYPES[meta.kind]
     origin = typing.get_origin(expected_type) or expected_type
+    if origin is types.UnionType:  # int | Share
+        origin = expected_type
     assert isinstance(default, origin), info.path
     if meta.choices:
         assert default in meta.choices, info.path
