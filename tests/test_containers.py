@@ -108,14 +108,23 @@ def test_readyz_is_503_for_the_whole_drain(start_server: StartServer, tmp_path: 
     client.start()
     wait_until(lambda: any(markers.glob("slow-*")), 5)
     server.signal(signal.SIGTERM)  # no shutdown_delay: the drain starts at once
+    asked = 0
     while not results:  # the drain runs as long as the slow request does
-        readyz = httpx.get(base + "/readyz", timeout=5)
+        try:
+            readyz = httpx.get(base + "/readyz", timeout=5)
+            healthz = httpx.get(base + "/healthz", timeout=5)
+        except httpx.TransportError:
+            if results:  # the request finished, and the master with it
+                break
+            raise
         if results:
             break
         assert readyz.status_code == 503, readyz.text
         assert readyz.text == "shutting down\n"
-        assert httpx.get(base + "/healthz", timeout=5).status_code == 200
+        assert healthz.status_code == 200
+        asked += 1
         client.join(0.05)
+    assert asked > 3  # the drain took a while (the request sleeps 3 s), and was watched
     client.join(5)
     assert results == [200]
     assert server.wait(15) == 0
@@ -194,3 +203,49 @@ def test_as_pid1_no_zombie_piles_up_and_sigterm_drains(tmp_path: Path) -> None:
         os.kill(master, signal.SIGTERM)  # what `docker stop` sends to PID 1
         assert proc.wait(15) == 0, log.read_text()
         assert "graceful shutdown" in log.read_text()
+
+
+def test_run_hands_the_process_back_no_longer_a_subreaper(tmp_path: Path) -> None:
+    port = free_port()
+    script = tmp_path / "script.py"
+    script.write_text(
+        "import ctypes, sys\n"
+        "import asgid\n"
+        "def subreaper():\n"
+        "    flag = ctypes.c_int(-1)\n"
+        "    ctypes.CDLL(None).prctl(37, ctypes.byref(flag), 0, 0, 0)  # PR_GET_CHILD_SUBREAPER\n"
+        "    return flag.value\n"
+        f"asgid.run('{APP}', app_dir={str(APPS)!r}, port={port}, log_level='warning')\n"
+        "print('subreaper after run():', subreaper(), flush=True)\n"
+    )
+    log = tmp_path / "script.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=base_env(),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}/orphan"
+
+        def answers() -> bool:
+            if proc.poll() is not None:
+                raise AssertionError(log.read_text())
+            with contextlib.suppress(httpx.HTTPError):
+                return httpx.get(url, timeout=2).status_code == 200
+            return False
+
+        wait_until(answers, 15)
+        orphan = int(httpx.get(url + "?0.1", timeout=5).text)
+        wait_until(lambda: gone(orphan), 5)  # adopted and reaped while serving
+        os.kill(proc.pid, signal.SIGTERM)
+        assert proc.wait(15) == 0, log.read_text()
+        assert "subreaper after run(): 0" in log.read_text()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)

@@ -188,6 +188,7 @@ class Master:
         self.watcher: Watcher | None = None  # --reload
         self._previous_handlers: dict[int, Any] = {}
         self.memory: _memory.Available | None = None  # for a max_memory share; read at start
+        self._was_subreaper: bool | None = None  # None: unknown, left alone
 
     # -- running ------------------------------------------------------------------
 
@@ -217,7 +218,8 @@ class Master:
         if self.metrics_server is not None:
             logger.info("metrics on http://%s/metrics", self.config.metrics.bind)
         raise_nofile_limit()  # before forking: the workers inherit it
-        _reaper.become_subreaper()  # orphans below the master come to it, to be reaped
+        # Orphans below the master come to it, to be reaped.
+        self._was_subreaper = _reaper.set_subreaper(True)
         preload()
         self._install_signals()
         self._write_pidfile()  # once it exists, signals are handled, not fatal
@@ -718,6 +720,8 @@ class Master:
             except ChildProcessError:
                 break
             self._close_channel(pid)
+        if self._was_subreaper is False:
+            _reaper.set_subreaper(False)
         signal.set_wakeup_fd(-1)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

@@ -21,17 +21,27 @@ import signal
 import sys
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
+PR_GET_CHILD_SUBREAPER = 37
 
 
-def become_subreaper() -> bool:
-    """Adopt orphaned descendants (Linux only); True when it worked."""
+def set_subreaper(on: bool) -> bool | None:
+    """Adopt orphaned descendants, or stop (Linux only); whether it did before.
+
+    None where it is not supported. ``asgid.run()`` hands the process back to
+    its program as it was: the master sets it back at the end.
+    """
     if not sys.platform.startswith("linux"):
-        return False
+        return None
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+        before = ctypes.c_int(0)
+        if libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(before), 0, 0, 0) != 0:
+            return None
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) != 0:
+            return None
     except (OSError, AttributeError):
-        return False
+        return None
+    return bool(before.value)
 
 
 def next_exited() -> int | None:
