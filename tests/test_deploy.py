@@ -126,6 +126,11 @@ def check(resources: Manifests, config: Config) -> list[str]:
         problems.append("shareProcessNamespace: asgid would not be PID 1")
 
     instructions = dict(dockerfile())
+    for instruction, arguments in dockerfile():
+        if instruction == "COPY":
+            for source in arguments.split()[:-1]:
+                if not (ROOT / source).exists():
+                    problems.append(f"the Dockerfile copies {source}, which is missing")
     try:
         entrypoint = json.loads(instructions.get("ENTRYPOINT", ""))
     except ValueError:
