@@ -104,6 +104,8 @@ class Server:
         return self.proc.wait(timeout)
 
     def stop(self) -> None:
+        # While the master lives, its session id is its own and cannot name anyone else's.
+        members = session_members(self.proc.pid) if self.proc.poll() is None else []
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -113,9 +115,26 @@ class Server:
                 pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)  # anything left in the group
+        for process in members:  # and in the workers' own groups
+            with contextlib.suppress(psutil.Error):
+                process.kill()  # psutil checks that the pid was not reused
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
         self._log.close()
+
+
+def session_members(sid: int) -> list[psutil.Process]:
+    """The processes in session ``sid`` but its leader: a test's server and what it started.
+
+    Each worker leads a process group of its own, so killing the master's
+    group alone would leave them (and what they started) to stop by themselves.
+    """
+    members = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(OSError, psutil.Error):
+            if process.pid != sid and os.getsid(process.pid) == sid:
+                members.append(process)
+    return members
 
 
 def base_env(**extra: str) -> dict[str, str]:
