@@ -178,7 +178,8 @@ def as_pid1(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Pat
         log.unlink(missing_ok=True)
 
 
-def test_as_pid1_no_zombie_piles_up_and_sigterm_drains(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["TERM", "INT"])
+def test_as_pid1_no_zombie_piles_up_and_a_signal_drains(signum: int) -> None:
     with as_pid1("--workers", "2", *FAST) as (proc, master, port, log):
         url = f"http://127.0.0.1:{port}"
 
@@ -200,7 +201,7 @@ def test_as_pid1_no_zombie_piles_up_and_sigterm_drains(tmp_path: Path) -> None:
             return not zombies(master) and "sleep" not in names
 
         wait_until(settled, 10)
-        os.kill(master, signal.SIGTERM)  # what `docker stop` sends to PID 1
+        os.kill(master, signum)  # `docker stop`; ^C on `docker run -it`
         assert proc.wait(15) == 0, log.read_text()
         assert "graceful shutdown" in log.read_text()
 
