@@ -58,6 +58,28 @@ def test_a_killed_workers_subprocess_dies_with_it(start_server: StartServer) -> 
     wait_for_workers(server, 1, unlike={worker})
 
 
+def ignored_signals(pid: int) -> set[signal.Signals]:
+    """The signals ``pid`` ignores (SigIgn in /proc/PID/status)."""
+    with open(f"/proc/{pid}/status") as f:
+        mask = int(next(line for line in f if line.startswith("SigIgn:")).split()[1], 16)
+    return {s for s in signal.Signals if s < 64 and mask & (1 << (s - 1))}
+
+
+def test_the_apps_subprocesses_start_with_default_signal_actions(
+    start_server: StartServer,
+) -> None:
+    # The worker leaves SIGTERM, SIGINT and SIGHUP to the master, but by
+    # catching them: an ignored signal would stay ignored in what the app
+    # starts, and a helper it stops with SIGTERM would never stop.
+    server = start_server(APP, "--workers", "1", *FAST)
+    wait_for_workers(server, 1)
+    sleeper = int(get(server, "/spawn"))
+    ignored = ignored_signals(sleeper)
+    assert not ignored & {signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR2}, ignored
+    os.kill(sleeper, signal.SIGTERM)
+    wait_until(lambda: not alive(sleeper), 5)  # dead (its parent, the app, never waits)
+
+
 def test_the_master_adopts_and_reaps_orphans(start_server: StartServer) -> None:
     server = start_server(APP, "--workers", "1", *FAST)
     (worker,) = wait_for_workers(server, 1)
