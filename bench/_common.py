@@ -1,7 +1,10 @@
-"""Helpers every benchmark script shares: ports, CPU accounting, run metadata.
+"""Helpers every benchmark script shares: CPU accounting, run metadata, one GET.
 
 The scripts run as ``python bench/<name>.py``, which puts bench/ on sys.path,
-so they import this module as ``_common``.
+so they import this module as ``_common``. Processes are started and stopped
+with tests/harness.py (``Process``: its own session, output to a log file, the
+whole group stopped), the one harness the tests, bench/ and scripts/ share;
+this module re-exports what the benchmarks use of it.
 """
 
 from __future__ import annotations
@@ -9,26 +12,28 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import Any
 
 import psutil
 
-HOST = "127.0.0.1"
-ROOT = Path(__file__).resolve().parent.parent
+# The process harness lives in tests/ (standard library only): put that folder on
+# sys.path once, here, so every benchmark that imports _common can import it.
+_TESTS = str(Path(__file__).resolve().parent.parent / "tests")
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+from harness import HOST as HOST  # noqa: E402 - re-exported, after the sys.path entry
+from harness import ROOT as ROOT  # noqa: E402
+from harness import Process as Process  # noqa: E402
+from harness import free_port as free_port  # noqa: E402
+from harness import wait_until as wait_until  # noqa: E402
 
 
 def median(values: list[float]) -> float:
@@ -99,41 +104,6 @@ def machine() -> str:
 def pinned(cpu: int | None, cmd: list[str]) -> list[str]:
     """``cmd`` pinned to one core with taskset (which execs: the pid stays the same)."""
     return cmd if cpu is None else ["taskset", "-c", str(cpu), *cmd]
-
-
-def group_alive(pgid: int) -> bool:
-    """Whether a process of the group is still running (zombies do not count)."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    for p in psutil.process_iter(["pid"]):  # killpg(0) succeeds for zombies too
-        with contextlib.suppress(psutil.Error):
-            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
-                return True
-    return False
-
-
-def stop_group(proc: subprocess.Popen[Any], timeout: float = 10.0, poll: float = 0.05) -> None:
-    """SIGTERM to the process group, SIGKILL after ``timeout``; stragglers too."""
-    pgid = proc.pid
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            proc.wait(timeout=timeout)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and group_alive(pgid):
-        time.sleep(poll)
-    if group_alive(pgid):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
 
 
 def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -79,7 +79,6 @@ import secrets
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -92,13 +91,13 @@ from typing import IO, Any
 
 import psutil
 from _common import (
+    Process,
     free_port,
     git_state,
     machine,
     median,
     package_versions,
     pinned,
-    stop_group,
 )
 
 BENCH = Path(__file__).resolve().parent
@@ -332,22 +331,35 @@ class Server:
         self.log_path = log
         self._log: IO[str] = open(log, "w")  # noqa: SIM115 - closed in stop()
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONDONTWRITEBYTECODE="1")
-        self.proc = subprocess.Popen(
-            pinned(cpu, self.cmd),
-            cwd=project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # harness.Process sends the server's output to the file it is given; the
+        # times of the lines are measurements, so that file is a FIFO read here as
+        # the lines come (like a pipe), and the stamped lines go to ``log``.
+        fifo = log.with_name(log.name + ".fifo")
+        with contextlib.suppress(FileNotFoundError):
+            fifo.unlink()
+        os.mkfifo(fifo)
+        try:
+            # The read end first (non-blocking: no writer yet), so that opening the
+            # write end does not block.
+            fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+            os.set_blocking(fd, True)
+            self._out = os.fdopen(fd, "rb")
+            try:
+                self.process = Process(pinned(cpu, self.cmd), log=fifo, cwd=project, env=env)
+            except BaseException:
+                self._out.close()
+                self._log.close()
+                raise
+        finally:
+            fifo.unlink()  # both ends are open; Process.output() is not used here
+        self.proc = self.process.proc
         self.root = psutil.Process(self.proc.pid)
         self._reader = threading.Thread(target=self._read, name=f"{name}-log", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
+        # Ends once the group has exited and Process.stop() closed its write end.
+        for raw in self._out:
             now = time.monotonic()
             line = raw.decode(errors="replace").rstrip("\n")
             with self._lock:
@@ -436,9 +448,11 @@ class Server:
 
     def stop(self) -> None:
         try:
-            stop_group(self.proc, STOP_TIMEOUT, POLL)
+            self.process.stop(STOP_TIMEOUT)
         finally:
             self._reader.join(timeout=STOP_TIMEOUT)
+            if not self._reader.is_alive():
+                self._out.close()
             self._log.close()
 
 

@@ -90,7 +90,6 @@ import json
 import math
 import os
 import resource
-import select
 import shutil
 import signal
 import socket
@@ -108,7 +107,16 @@ from typing import Any
 import httptools
 import psutil
 import uvloop
-from _common import free_port, git_state, http_get, machine, package_versions, pinned, stop_group
+from _common import (
+    Process,
+    free_port,
+    git_state,
+    http_get,
+    machine,
+    package_versions,
+    pinned,
+    wait_until,
+)
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidMessage
 from websockets.protocol import State
@@ -255,23 +263,13 @@ class Server:
         self.name = name
         self.cmd = cmd
         self.port = port
-        log.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            pinned(cpu, cmd),
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        self.process = Process(pinned(cpu, cmd), log=log, cwd=ROOT)
+        self.proc = self.process.proc
         self.root = psutil.Process(self.proc.pid)
 
     def log_tail(self, lines: int = 30) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.process.tail(lines)
 
     def workers(self) -> list[psutil.Process]:
         """The live worker processes, oldest first (see the module docstring)."""
@@ -333,10 +331,7 @@ class Server:
         )
 
     def stop(self) -> None:
-        try:
-            stop_group(self.proc, STOP_TIMEOUT, POLL)
-        finally:
-            self._log.close()
+        self.process.stop(STOP_TIMEOUT)
 
 
 # -- the load process -----------------------------------------------------------------
@@ -558,45 +553,43 @@ class LoadProcess:
         config.write_text(
             json.dumps({"port": port, "window": window, "warmup": WARMUP, "out": str(self.out)})
         )
-        self.err = tmp / "load.err"
-        self._err = open(self.err, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
+        self.process = Process(
             pinned(
                 cpu, [sys.executable, str(Path(__file__).resolve()), "--load-config", str(config)]
             ),
+            log=tmp / "load.log",  # its "START" line and anything on stderr
             cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self._err,
-            start_new_session=True,
         )
+        self.proc = self.process.proc
         self.start_at = 0.0
 
     def wait_start(self) -> float:
-        """The window's start (monotonic), as the load process reports it."""
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + LOAD_BOOT_TIMEOUT
-        buf = b""
-        fd = self.proc.stdout.fileno()
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                break
-            chunk = os.read(fd, 4096)
-            if not chunk:
-                break
-            buf += chunk
-            if b"\n" in buf:
-                line = buf.split(b"\n", 1)[0].decode()
+        """The window's start (monotonic), as the load process reports it.
+
+        The line comes before the warm-up (WARMUP s) that precedes the window, so
+        polling the log for it costs no part of the window.
+        """
+        started: list[float] = []
+
+        def start_line() -> bool:
+            for line in self.process.output().splitlines():
                 if line.startswith("START "):
-                    self.start_at = float(line.split()[1])
-                    return self.start_at
-                break
-        raise RuntimeError(f"the load process did not start: {buf!r}\n{self.stderr()}")
+                    started.append(float(line.split()[1]))
+                    return True
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the load process exited:\n{self.stderr()}")
+            return False
+
+        try:
+            wait_until(start_line, LOAD_BOOT_TIMEOUT, interval=0.01)
+        except TimeoutError:
+            raise RuntimeError(f"the load process did not start:\n{self.stderr()}") from None
+        self.start_at = started[0]
+        return self.start_at
 
     def stderr(self) -> str:
-        self._err.flush()
-        return self.err.read_text(errors="replace")[-3000:] if self.err.exists() else ""
+        """The end of the load process's output (stdout and stderr)."""
+        return self.process.output()[-3000:]
 
     def wait(self) -> dict[str, Any]:
         timeout = self.start_at + self.window + REQUEST_TIMEOUT + 15 - time.monotonic()
@@ -612,12 +605,7 @@ class LoadProcess:
         return result
 
     def stop(self) -> None:
-        try:
-            stop_group(self.proc, STOP_TIMEOUT, POLL)
-        finally:
-            if self.proc.stdout is not None:
-                self.proc.stdout.close()
-            self._err.close()
+        self.process.stop(STOP_TIMEOUT)
 
 
 # -- one run ----------------------------------------------------------------------------

@@ -11,9 +11,10 @@ and their order rotates between rounds, so slow drift on the machine (another
 job starting, thermal or noisy neighbours) spreads over all servers instead of
 landing on one. The report is the median over rounds; see bench/README.md.
 
-Every server runs in its own session/process group and is stopped by process
-group (SIGTERM, then SIGKILL after a deadline); every wait has a deadline and
-every wrk run a fixed duration. Only 127.0.0.1 is used.
+Every server runs in its own session/process group (tests/harness.py's
+``Process``) and is stopped by process group (SIGTERM, then SIGKILL after a
+deadline); every wait has a deadline and every wrk run a fixed duration. Only
+127.0.0.1 is used.
 """
 
 from __future__ import annotations
@@ -37,7 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import cpu_seconds, free_port, git_state, machine, median, package_versions
+from _common import (
+    Process,
+    cpu_seconds,
+    free_port,
+    git_state,
+    machine,
+    median,
+    package_versions,
+    pinned,
+)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -208,10 +218,6 @@ def keep_alive_connection(port: int, path: str) -> Iterator[socket.socket]:
 # -- processes ----------------------------------------------------------------
 
 
-def taskset(cpu: int, cmd: list[str]) -> list[str]:
-    return ["taskset", "-c", str(cpu), *cmd]
-
-
 class Server:
     """One server process group, started pinned to ``cpu``."""
 
@@ -220,23 +226,13 @@ class Server:
         self.app = app
         self.port = free_port()
         self.cmd = server_command(name, app, self.port)
-        log_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = log_dir / f"{name}.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            taskset(cpu, self.cmd),  # taskset execs the server: same PID, same group
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pgid = self.proc.pid
+        # taskset execs the server: same PID, same group
+        self.process = Process(pinned(cpu, self.cmd), log=self.log_path, cwd=ROOT)
+        self.proc = self.process.proc
 
     def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        text = self.log_path.read_text(errors="replace").splitlines()
-        return "\n".join(text[-lines:])
+        return self.process.tail(lines)
 
     def wait_ready(self, scenario: Scenario, timeout: float = READY_TIMEOUT) -> dict[str, str]:
         """Poll until the scenario's request succeeds; return the response headers."""
@@ -307,20 +303,10 @@ class Server:
 
     def stop(self) -> None:
         """SIGTERM the process group, SIGKILL it after a deadline, reap the leader."""
-        try:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pgid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                print(f"  ! {self.name} ignored SIGTERM for {STOP_TIMEOUT}s; SIGKILL", flush=True)
-            # Whatever is left of the group (a worker outliving its master) goes now.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pgid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        finally:
-            self._log.close()
+        running = self.proc.poll() is None
+        self.process.stop(STOP_TIMEOUT)
+        if running and self.proc.returncode == -signal.SIGKILL:
+            print(f"  ! {self.name} ignored SIGTERM for {STOP_TIMEOUT}s; SIGKILL", flush=True)
 
 
 def describe(proc: psutil.Process, root_pid: int) -> str:
@@ -396,7 +382,7 @@ def run_wrk(
     cmd.append(f"http://{HOST}:{port}{scenario.path}")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     proc = subprocess.run(
-        taskset(cpu, cmd),
+        pinned(cpu, cmd),
         capture_output=True,
         text=True,
         timeout=duration + WRK_GRACE,

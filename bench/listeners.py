@@ -24,7 +24,7 @@ The server is pinned to core 0 and wrk to core 1 (on a 2-core machine every
 worker shares core 0: this measures CPU per request, not scaling). Every
 server runs in its own process group and is stopped by it; every wait has a
 deadline; only 127.0.0.1 is used. Raw numbers go to
-bench/results/listeners-<time>.json.
+bench/results/listeners-<time>.json, server logs to bench/results/listeners-<time>-logs/.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +44,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
-from _common import cpu_seconds, free_port, git_state, machine, median, package_versions
+from _common import (
+    Process,
+    cpu_seconds,
+    free_port,
+    git_state,
+    machine,
+    median,
+    package_versions,
+    pinned,
+)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -71,11 +79,11 @@ class Run:
     per_worker: list[int]
 
 
-def wait_answering(port: int, proc: subprocess.Popen[bytes]) -> None:
+def wait_answering(port: int, server: Process) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}")
+        if server.returncode is not None:
+            raise RuntimeError(f"server exited with {server.returncode}:\n{server.tail()}")
         url = f"http://{HOST}:{port}/"
         with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as response:
             response.read()
@@ -94,17 +102,6 @@ def wait_workers(master: psutil.Process, count: int) -> list[psutil.Process]:
     raise RuntimeError(f"wanted {count} workers, have {len(master.children())}")
 
 
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(5)
-
-
 def wrk(port: int, load: str, duration: float) -> tuple[float, float]:
     """(req/s, p99 ms) of one wrk run pinned to core 1."""
     args = ["taskset", "-c", "1", "wrk", "-t1", "-d", f"{duration:g}s", "--latency"]
@@ -117,20 +114,20 @@ def wrk(port: int, load: str, duration: float) -> tuple[float, float]:
     return rps, p99
 
 
-def measure(design: str, source: Path, load: str, workers: int, duration: float, rnd: int) -> Run:
+def measure(
+    design: str, source: Path, load: str, workers: int, duration: float, rnd: int, log: Path
+) -> Run:
     port = free_port()
     with tempfile.TemporaryDirectory() as counts:
         env = {**os.environ, "PYTHONPATH": f"{source}{os.pathsep}{BENCH}", "SPREAD_DIR": counts}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-        cmd = ["taskset", "-c", "0", sys.executable, "-m", "asgid", "spread_app:app"]
+        cmd = [sys.executable, "-m", "asgid", "spread_app:app"]
         cmd += ["--workers", str(workers), "--host", HOST, "--port", str(port)]
         cmd += ["--log-level", "warning", "--no-access-log"]
-        proc = subprocess.Popen(
-            cmd, env=env, cwd=source, start_new_session=True, stdout=subprocess.DEVNULL
-        )
+        server = Process(pinned(0, cmd), log=log, env=env, cwd=source)
         try:
-            wait_answering(port, proc)
-            master = psutil.Process(proc.pid)
+            wait_answering(port, server)
+            master = psutil.Process(server.pid)
             procs = [master, *wait_workers(master, workers)]
             wrk(port, load, 1.0)  # warm-up
             for name in os.listdir(counts):  # count only the measured run
@@ -139,7 +136,7 @@ def measure(design: str, source: Path, load: str, workers: int, duration: float,
             rps, p99 = wrk(port, load, duration)
             after = cpu_seconds(procs)
         finally:
-            stop(proc)
+            server.stop(STOP_TIMEOUT)
         per_worker = sorted(int(Path(counts, name).read_text()) for name in os.listdir(counts))
     used = sum(after.get(pid, 0.0) - t for pid, t in before.items())
     total = rps * duration
@@ -168,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     counts = [int(n) for n in args.workers.split(",")]
     loads = args.loads.split(",")
 
+    results = BENCH / "results"
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    log_dir = results / f"listeners-{stamp}-logs"
     old = Path(tempfile.mkdtemp(prefix="asgid-per-slot-"))
     subprocess.run(
         ["git", "-C", str(ROOT), "worktree", "add", "--detach", "-q", str(old), args.ref],
@@ -182,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
                 for workers in counts:
                     order = list(designs) if rnd % 2 == 0 else list(reversed(designs))
                     for design in order:
-                        run = measure(design, designs[design], load, workers, args.duration, rnd)
+                        log = log_dir / f"r{rnd}-{load}-w{workers}-{design}.log"
+                        run = measure(
+                            design, designs[design], load, workers, args.duration, rnd, log
+                        )
                         runs.append(run)
                         print(
                             f"round {rnd} {load:9} {workers} worker(s) {design:8} "
@@ -210,9 +213,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{median([r.p99_ms for r in mine]):.2f} | "
                     f"{median([r.spread for r in mine]):.2f} |"
                 )
-    results = BENCH / "results"
     results.mkdir(exist_ok=True)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out = results / f"listeners-{stamp}.json"
     out.write_text(
         json.dumps(

@@ -44,7 +44,6 @@ import http.client
 import json
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -54,7 +53,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from _common import free_port
+from _common import Process, free_port, pinned
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -104,30 +103,21 @@ class Asgid:
     ) -> None:
         self.port = free_port()
         cmd = [sys.executable, "-m", "asgid", *args, "--host", HOST, "--port", str(self.port)]
-        if cpu is not None:
-            cmd = ["taskset", "-c", str(cpu), *cmd]  # taskset execs: same pid, same group
         self.log_path = log
-        self._log = open(log, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            cmd,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        # taskset (when pinned) execs: same pid, same group
+        self.process = Process(pinned(cpu, cmd), log=log, cwd=ROOT, env=env)
+        self.proc = self.process.proc
 
     def wait_ready(self, path: str = "/", timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"asgid exited:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(f"asgid exited:\n{self.process.output()[-3000:]}")
             with contextlib.suppress(OSError):
                 if get(self.port, path)[0] == 200:
                     return
             time.sleep(0.05)
-        raise TimeoutError(f"asgid not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}")
+        raise TimeoutError(f"asgid not ready in {timeout}s:\n{self.process.output()[-3000:]}")
 
     def cpu_seconds(self) -> float:
         """User + system CPU time of the master and its workers so far."""
@@ -146,18 +136,7 @@ class Asgid:
         return seconds
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                pass
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self._log.close()
+        self.process.stop(STOP_TIMEOUT)
 
 
 def get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:

@@ -22,8 +22,8 @@ functions with the most own time and the call counts per request. cProfile
 adds a fixed cost to every Python call, so it overstates small Python
 functions against C; use it for call counts, py-spy for shares.
 
-Only 127.0.0.1; the server runs in its own process group and is stopped by it;
-every wait has a deadline.
+Only 127.0.0.1; the server and wrk run in their own process groups
+(tests/harness.py's ``Process``) and are stopped by them; every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -39,13 +39,13 @@ import argparse  # noqa: E402
 import collections  # noqa: E402
 import pstats  # noqa: E402
 import shutil  # noqa: E402
-import signal  # noqa: E402
 import subprocess  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import psutil  # noqa: E402
+from _common import Process, pinned  # noqa: E402
 
 from bench.http_bench import (  # noqa: E402
     HOST,
@@ -56,7 +56,6 @@ from bench.http_bench import (  # noqa: E402
     Server,
     free_port,
     run_wrk,
-    taskset,
 )
 
 # -- py-spy ------------------------------------------------------------------------
@@ -225,27 +224,26 @@ def profile_py_spy(args: argparse.Namespace, scenario: Scenario, out_dir: Path) 
         raw = out_dir / "py-spy.raw"
         cpu0 = worker.cpu_times()
         # wrk runs one second longer than py-spy samples, so every sample is under load.
-        wrk = subprocess.Popen(
-            taskset(args.client_cpu, [
+        wrk = Process(
+            pinned(args.client_cpu, [
                 "wrk", "-t1", f"-c{args.connections}", f"-d{args.duration + 1}s", "--latency",
                 *(["-s", str(Path(_HERE) / scenario.lua)] if scenario.lua else []),
                 f"http://{HOST}:{server.port}{scenario.path}",
             ]),
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+            log=out_dir / "wrk.log",
         )  # fmt: skip
         try:
             spy = subprocess.run(
-                taskset(args.client_cpu, [
+                pinned(args.client_cpu, [
                     py_spy, "record", "--native", "--rate", str(args.rate), "--format", "raw",
                     "--duration", str(args.duration), "--pid", str(worker.pid), "-o", str(raw),
                 ]),
                 capture_output=True, text=True, timeout=args.duration + 60, check=False,
             )  # fmt: skip
-            wrk_out, _ = wrk.communicate(timeout=args.duration + 60)
+            wrk.wait(timeout=args.duration + 60)
+            wrk_out = wrk.output()
         finally:
-            if wrk.poll() is None:
-                os.killpg(wrk.pid, signal.SIGKILL)
-                wrk.wait(timeout=10)
+            wrk.stop(timeout=10)
         cpu1 = worker.cpu_times()
         if spy.returncode != 0 or not raw.exists():
             sys.exit(f"py-spy failed ({spy.returncode}):\n{spy.stdout}{spy.stderr}")
@@ -279,20 +277,19 @@ cProfile.run(
 def profile_cprofile(args: argparse.Namespace, scenario: Scenario, out_dir: Path) -> None:
     port = free_port()
     stats_path = out_dir / "cprofile.pstats"
-    log = open(out_dir / "cprofile-server.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        taskset(args.server_cpu, [
+    server = Process(
+        pinned(args.server_cpu, [
             sys.executable, "-c", CPROFILE_CHILD, str(port), str(stats_path), scenario.app,
         ]),
-        cwd=_ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        log=out_dir / "cprofile-server.log", cwd=Path(_ROOT),
     )  # fmt: skip
     try:
         deadline = time.monotonic() + READY_TIMEOUT
         from bench.http_bench import http_request
 
         while True:
-            if proc.poll() is not None:
-                sys.exit(f"server exited: {(out_dir / 'cprofile-server.log').read_text()}")
+            if server.returncode is not None:
+                sys.exit(f"server exited: {server.output()}")
             try:
                 status, _, body = http_request(port, scenario.method, scenario.path, scenario.body)
                 if status == 200 and scenario.expect(body):
@@ -312,8 +309,7 @@ def profile_cprofile(args: argparse.Namespace, scenario: Scenario, out_dir: Path
         )
         print(f"under cProfile: {result.rps:,.0f} req/s, {result.requests} requests")
     finally:
-        with_deadline_stop(proc)
-        log.close()
+        server.stop(STOP_TIMEOUT + 20)  # cProfile writes its stats on the way out
     if not stats_path.exists():
         sys.exit("cProfile wrote no stats (did the server stop cleanly?)")
     stats = pstats.Stats(str(stats_path))
@@ -354,22 +350,6 @@ def profile_cprofile(args: argparse.Namespace, scenario: Scenario, out_dir: Path
         where = func if file == "~" else f"{func} ({file.rsplit('/', 2)[-2:][-1]}:{line})"
         print(f"| {tt / total:.1%} | {nc / requests:.2f} | {ct / total:.1%} | {where} |")
     print(f"\nstats: {stats_path} (python -m pstats)")
-
-
-def with_deadline_stop(proc: subprocess.Popen[bytes]) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    try:
-        proc.wait(timeout=STOP_TIMEOUT + 20)  # cProfile writes its stats on the way out
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=STOP_TIMEOUT)
 
 
 def main() -> int:

@@ -51,7 +51,15 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import free_port, git_state, group_alive, http_get, machine, median, package_versions
+from _common import (
+    Process,
+    free_port,
+    git_state,
+    http_get,
+    machine,
+    median,
+    package_versions,
+)
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -136,9 +144,12 @@ class WrkResult:
 
 
 class Wrk:
-    """One wrk run in the background (own process group) with a fixed duration."""
+    """One wrk run in the background (own process group) with a fixed duration.
 
-    def __init__(self, port: int, duration: int, threads: int, connections: int) -> None:
+    Its output goes to ``log``.
+    """
+
+    def __init__(self, port: int, duration: int, threads: int, connections: int, log: Path) -> None:
         self.duration = duration
         self.cmd = [
             "wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s",
@@ -146,14 +157,8 @@ class Wrk:
         ]  # fmt: skip
         self._rusage = resource.getrusage(resource.RUSAGE_CHILDREN)
         self.started = time.monotonic()
-        self.proc = subprocess.Popen(
-            self.cmd,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
+        self.process = Process(self.cmd, log=log)
+        self.proc = self.process.proc
 
     @property
     def ends_at(self) -> float:
@@ -161,15 +166,15 @@ class Wrk:
 
     def wait(self) -> WrkResult:
         try:
-            out, _ = self.proc.communicate(timeout=self.duration + WRK_GRACE)
+            self.process.wait(self.duration + WRK_GRACE)
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            out, _ = self.proc.communicate(timeout=STOP_TIMEOUT)
+            self.process.stop(STOP_TIMEOUT)
             raise RuntimeError(
-                f"wrk overran its {self.duration}s by {WRK_GRACE}s:\n{out}"
+                f"wrk overran its {self.duration}s by {WRK_GRACE}s:\n{self.process.output()}"
             ) from None
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        self.process.stop(STOP_TIMEOUT)  # wrk has exited: this closes its log
+        out = self.process.output()
         before = self._rusage
         rps = _RPS_RE.search(out)
         pcts = {
@@ -202,11 +207,7 @@ class Wrk:
         )
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_TIMEOUT)
+        self.process.stop(STOP_TIMEOUT)
 
 
 # -- servers ----------------------------------------------------------------------
@@ -235,27 +236,18 @@ class Server:
         self.name = name
         self.port = free_port()
         self.cmd = server_command(name, self.port, extra)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            self.cmd,
-            cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.pgid = self.proc.pid
+        self.wrk_log = log_path.with_suffix(".wrk.log")  # the wrk runs against this server
+        self.process = Process(self.cmd, log=log_path, cwd=ROOT)
+        self.proc = self.process.proc
         self.root = psutil.Process(self.proc.pid)
         LIVE_SERVERS.append(self)
 
     def log_text(self) -> str:
-        self._log.flush()
-        return self.log_path.read_text(errors="replace")
+        return self.process.output()
 
     def log_tail(self, lines: int = 30) -> str:
-        return "\n".join(self.log_text().splitlines()[-lines:])
+        return self.process.tail(lines)
 
     def workers(self) -> list[psutil.Process]:
         """The processes that serve requests (live, not zombies)."""
@@ -326,24 +318,9 @@ class Server:
         return total
 
     def stop(self) -> float:
+        """Stop the group (SIGTERM, SIGKILL after STOP_TIMEOUT); the seconds it took."""
         t0 = time.monotonic()
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pgid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pgid, signal.SIGKILL)
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        # Stragglers of the group (workers still draining) get the same deadline.
-        deadline = time.monotonic() + STOP_TIMEOUT
-        while time.monotonic() < deadline and group_alive(self.pgid):
-            time.sleep(0.05)
-        if group_alive(self.pgid):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pgid, signal.SIGKILL)
-        self._log.close()
+        self.process.stop(STOP_TIMEOUT)
         with contextlib.suppress(ValueError):
             LIVE_SERVERS.remove(self)
         return time.monotonic() - t0
@@ -450,13 +427,15 @@ def resilience_run(
         server.wait_ready()
         master_pid = server.root.pid
         if args.warmup > 0:
-            Wrk(server.port, args.warmup, args.threads, args.connections).wait()
+            Wrk(server.port, args.warmup, args.threads, args.connections, server.wrk_log).wait()
         record["memory_before"] = memory_snapshot(server)
         initial = server.worker_pids()
         seen = set(initial)
         reloads: list[dict[str, Any]] = []
         meter = CpuMeter(server)
-        wrk = Wrk(server.port, args.resilience_duration, args.threads, args.connections)
+        wrk = Wrk(
+            server.port, args.resilience_duration, args.threads, args.connections, server.wrk_log
+        )
         if kind == "reload":
             next_at = wrk.started + args.reload_interval
             for i in range(args.reloads):
@@ -547,13 +526,15 @@ def throughput_run(
             _has_mapped(p, "uvloop") and _has_mapped(p, "httptools") for p in workers
         ]
         if args.warmup > 0:
-            Wrk(server.port, args.warmup, args.threads, args.connections).wait()
+            Wrk(server.port, args.warmup, args.threads, args.connections, server.wrk_log).wait()
         record["memory_warm"] = memory_snapshot(server)
         if name == "asgid" and round_no == 0:
             record["master_mapped_so"] = mapped_extensions(server.root)
         pids = server.worker_pids()
         meter = CpuMeter(server)
-        result = Wrk(server.port, args.duration, args.threads, args.connections).wait()
+        result = Wrk(
+            server.port, args.duration, args.threads, args.connections, server.wrk_log
+        ).wait()
         record["cpu"] = meter.finish(result)
         if server.worker_pids() != pids or server.proc.poll() is not None:
             raise RuntimeError(

@@ -56,7 +56,6 @@ import signal
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -65,7 +64,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-from _common import cpu_seconds, free_port
+from _common import Process, cpu_seconds, free_port, pinned
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -373,22 +372,17 @@ class Server:
         self.name = name
         self.port = free_port()
         self.cmd = server_command(name, app, self.port)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
         self.log_path = log_path
-        self._log = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            ["taskset", "-c", str(cpu), *self.cmd],  # taskset execs: same PID and group
+        self.process = Process(
+            pinned(cpu, self.cmd),  # taskset execs: same PID and group
+            log=log_path,
             cwd=ROOT,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
             env={**os.environ, **(env or {})},
         )
+        self.proc = self.process.proc
 
     def log_tail(self, lines: int = 30) -> str:
-        self._log.flush()
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return self.process.tail(lines)
 
     def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -415,19 +409,10 @@ class Server:
             return []
 
     def stop(self) -> None:
-        try:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                print(f"  ! {self.name} ignored SIGTERM for {STOP_TIMEOUT:g}s; SIGKILL", flush=True)
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=STOP_TIMEOUT)
-        finally:
-            self._log.close()
+        running = self.proc.poll() is None
+        self.process.stop(STOP_TIMEOUT)
+        if running and self.proc.returncode == -signal.SIGKILL:
+            print(f"  ! {self.name} ignored SIGTERM for {STOP_TIMEOUT:g}s; SIGKILL", flush=True)
 
 
 # -- runs ------------------------------------------------------------------------------------

@@ -1,7 +1,11 @@
 """What scripts/autobahn and scripts/slowhttptest share: serving an app from
 tests/apps with ``python -m asgid`` (or, to compare, ``python -m uvicorn``) on
-127.0.0.1, waiting for it to listen, measuring its CPU time, stopping the
-process groups they start, and their "<script>: ..." output.
+127.0.0.1, waiting for it to listen, measuring its CPU time, and their
+"<script>: ..." output.
+
+Processes start and stop through tests/harness.py's ``Process`` (its own
+session, output to a log file, ``stop()`` ends the whole group), the harness
+the tests and bench/ use too; ``Process`` and ``free_port`` are re-exported.
 
 Not a script itself: each of them imports it as ``_serve`` (Python puts a
 script's own directory first on sys.path).
@@ -9,16 +13,20 @@ script's own directory first on sys.path).
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
-import socket
-import subprocess
 import sys
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+# The process harness lives in tests/ (standard library only): put that folder on
+# sys.path once, here, so the scripts that import _serve can use it.
+_TESTS = str(Path(__file__).resolve().parent.parent / "tests")
+if _TESTS not in sys.path:
+    sys.path.append(_TESTS)
+
+from harness import ROOT as ROOT  # noqa: E402 - re-exported, after the sys.path entry
+from harness import Process as Process  # noqa: E402
+from harness import free_port as free_port  # noqa: E402
 
 
 class Log:
@@ -51,13 +59,7 @@ def server_python() -> str:
     return sys.executable
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_asgid(app: str, port: int, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
+def start_asgid(app: str, port: int, log_path: Path, *options: str) -> Process:
     """`python -m asgid app` from tests/apps on 127.0.0.1:port, in a new process group.
 
     Its output goes to log_path; options are further asgid flags.
@@ -65,7 +67,7 @@ def start_asgid(app: str, port: int, log_path: Path, *options: str) -> subproces
     return _start_server("asgid", app, port, log_path, "--no-access-log", *options)
 
 
-def start_uvicorn(app: str, port: int, log_path: Path, *options: str) -> subprocess.Popen[bytes]:
+def start_uvicorn(app: str, port: int, log_path: Path, *options: str) -> Process:
     """`python -m uvicorn app` from tests/apps on 127.0.0.1:port, in a new process group.
 
     The same shape as start_asgid, for comparisons; options are further uvicorn flags.
@@ -73,29 +75,24 @@ def start_uvicorn(app: str, port: int, log_path: Path, *options: str) -> subproc
     return _start_server("uvicorn", app, port, log_path, *options)
 
 
-def _start_server(
-    module: str, app: str, port: int, log_path: Path, *options: str
-) -> subprocess.Popen[bytes]:
+def _start_server(module: str, app: str, port: int, log_path: Path, *options: str) -> Process:
     """The flags both servers spell alike: the app from tests/apps, 127.0.0.1:port, warnings."""
     apps = str(ROOT / "tests" / "apps")
     common = ["--app-dir", apps, "--host", "127.0.0.1", "--port", str(port)]
     return _spawn(["-m", module, app, *common, "--log-level", "warning", *options], log_path)
 
 
-def _spawn(args: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], log_path: Path) -> Process:
     """server_python() with args, from ROOT, in a new session; output to log_path."""
-    with open(log_path, "wb") as out:
-        return subprocess.Popen(
-            [server_python(), *args],
-            cwd=ROOT,
-            env=dict(os.environ, PYTHONPATH=str(ROOT)),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    return Process(
+        [server_python(), *args],
+        log=log_path,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+    )
 
 
-def cpu_seconds(proc: subprocess.Popen[bytes]) -> float | None:
+def cpu_seconds(proc: Process) -> float | None:
     """User+system CPU seconds of proc and all its descendants, live or reaped.
 
     Sample it before stop(): a stopped tree has nothing left to count. None
@@ -121,27 +118,10 @@ def cpu_seconds(proc: subprocess.Popen[bytes]) -> float | None:
     return total
 
 
-def wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float) -> bool:
+def wait_listening(proc: Process, port: int, timeout: float) -> bool:
     """Whether 127.0.0.1:port accepts a connection within timeout (False once proc exits)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            return False
-        with contextlib.suppress(OSError):
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        time.sleep(0.05)
-    return False
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    """Stop a process group the script started: SIGTERM, up to 10 s, then SIGKILL."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(10)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(5)
+    try:
+        proc.wait_listening(port, timeout=timeout)
+    except (RuntimeError, TimeoutError):
+        return False
+    return True

@@ -43,6 +43,29 @@ def wait_until(
     raise TimeoutError(f"condition not met within {timeout}s")
 
 
+def _stat(pid: str) -> list[bytes] | None:
+    """/proc/PID/stat's fields after the command: state, ppid, pgrp, session, ..."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def session_members(sid: int) -> list[int]:
+    """The live processes of session ``sid`` but its leader: what a test's process started.
+
+    asgid's workers lead process groups of their own, so stopping the master's
+    group alone would leave them (and what they started) to stop by themselves.
+    """
+    members = []
+    for entry in os.scandir("/proc"):
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields and int(fields[3]) == sid and int(entry.name) != sid and fields[0] != b"Z":
+            members.append(int(entry.name))
+    return members
+
+
 def group_alive(pgid: int) -> bool:
     """Whether a process of the group is still running (zombies do not count)."""
     try:
@@ -53,14 +76,8 @@ def group_alive(pgid: int) -> bool:
         return True
     # killpg(0) succeeds for zombies too: look for a live member.
     for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != b"Z":  # state, ppid, pgrp
+        fields = _stat(entry.name) if entry.name.isdigit() else None
+        if fields and int(fields[2]) == pgid and fields[0] != b"Z":
             return True
     return False
 
@@ -133,17 +150,25 @@ class Process:
         wait_until(listening, timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        """SIGTERM to the group; SIGKILL to whatever is left after ``timeout``."""
-        pgid = self.proc.pid
+        """SIGTERM to the group; SIGKILL to whatever is left of the session after ``timeout``.
+
+        The process leads its own session (and group), so the session is
+        everything it started, whatever groups those made for themselves.
+        """
+        sid = self.proc.pid
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGTERM)
+                os.killpg(sid, signal.SIGTERM)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-        with contextlib.suppress(TimeoutError):
-            wait_until(lambda: not group_alive(pgid), timeout=0 if self.proc.poll() is None else 2)
+        if self.proc.poll() is not None:  # stopped: give its children a moment to follow
+            with contextlib.suppress(TimeoutError):
+                wait_until(lambda: not session_members(sid), timeout=2)
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)  # anything left in the group
+            os.killpg(sid, signal.SIGKILL)
+        for pid in session_members(sid):  # and the groups its children lead
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(5)
         self._log.close()

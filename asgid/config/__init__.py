@@ -1,7 +1,7 @@
 """Settings: the schema, TOML/env/CLI loading and validation."""
 
 from ._access import ACCESS_FIELDS
-from ._kinds import parse_size
+from ._kinds import Share, parse_size
 from ._load import BindAddress, ConfigError, load_config, parse_bind, validate
 from ._schema import (
     AppSettings,
@@ -29,6 +29,7 @@ __all__ = [
     "ProcessSettings",
     "ServerSettings",
     "SettingInfo",
+    "Share",
     "WebSocketSettings",
     "WorkersSettings",
     "iter_settings",

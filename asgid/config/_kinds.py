@@ -166,6 +166,36 @@ def parse_size(value: Any) -> int:
     raise _expected('a size such as "512MiB", "1GB" or a number of bytes', value)
 
 
+@dataclass(frozen=True, slots=True)
+class Share:
+    """A share of what there is: ``"80%"`` of the memory the container may use."""
+
+    percent: float
+
+    def __str__(self) -> str:
+        return f"{self.percent:g}%"
+
+    def of(self, total: int) -> int:
+        return int(total * self.percent / 100)
+
+
+def _memory(value: Any) -> int | Share:
+    """A size (``"512MiB"``), or a percentage (``"80%"``, above 0 and at most 100)."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            percent = float(value.strip()[:-1])
+        except ValueError:
+            percent = -1.0
+        if 0 < percent <= 100:
+            return Share(percent)
+    else:
+        try:
+            return parse_size(value)
+        except ValueError:
+            pass
+    raise _expected('a size such as "512MiB", a number of bytes, or a share such as "80%"', value)
+
+
 BOOL = Kind("boolean", _bool_toml, _bool_text)
 INT = Kind("integer", _int_toml, _int_text)
 FLOAT = Kind("number", _float_toml, _float_text)
@@ -174,3 +204,4 @@ STR_LIST = Kind("list of strings", _str_list_toml, _str_list_text, repeatable=Tr
 HEADERS = Kind("list of headers", _headers_toml, _headers_text, repeatable=True)
 WORKER_COUNT = Kind('integer or "auto"', _worker_count, _worker_count_text)
 SIZE = Kind("size", parse_size, parse_size)
+MEMORY = Kind("size or percentage", _memory, _memory)

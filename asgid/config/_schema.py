@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import _kinds
-from ._kinds import Kind
+from ._kinds import Kind, Share
 
 _META = "asgid"
 
@@ -206,10 +206,12 @@ class WorkersSettings:
         "--shutdown-delay",
         minimum=0,
     )
-    max_memory: int = setting(
-        _kinds.SIZE,
+    max_memory: int | Share = setting(  # noqa: RUF009 - Share is a frozen dataclass
+        _kinds.MEMORY,
         0,
-        'Recycle a worker whose RSS exceeds this size (e.g. "512MiB"); 0 = no limit.',
+        'Recycle a worker whose RSS exceeds this size (e.g. "512MiB"), or this share of the '
+        'memory the container may use divided among the workers ("80%": its cgroup memory '
+        "limit, or the machine's memory without one); 0 = no limit.",
         "--max-memory",
     )
 
@@ -376,9 +378,10 @@ class MetricsSettings:
     ready_min_workers: int = setting(
         _kinds.INT,
         1,
-        "/readyz answers 200 only while at least this many workers are ready.",
+        "/readyz answers 200 only while at least this many workers are ready (and never "
+        "while shutting down).",
         "--ready-min-workers",
-        minimum=0,
+        minimum=1,
     )
 
 

@@ -14,7 +14,7 @@ import math
 import os
 from pathlib import Path
 
-CGROUP_ROOT = Path("/sys/fs/cgroup")
+from ._cgroup import CGROUP_ROOT, SELF_CGROUP, limit_files
 
 
 def quota(
@@ -37,13 +37,16 @@ def quota(
     return None
 
 
-def available_cpus() -> tuple[int, str]:
-    """(CPUs to use, where that number came from)."""
+def available_cpus(*, root: Path = CGROUP_ROOT, self_cgroup: Path = SELF_CGROUP) -> tuple[int, str]:
+    """(CPUs to use, where that number came from).
+
+    ``root`` and ``self_cgroup`` locate the cgroup files (tests pass a fake tree).
+    """
     try:
         count, source = len(os.sched_getaffinity(0)), "CPU affinity"
     except (AttributeError, OSError):  # not Linux
         count, source = os.cpu_count() or 1, "os.cpu_count()"
-    found = _cgroup_quota()
+    found = _cgroup_quota(root, self_cgroup)
     if found is not None:
         cpus, where = found
         if math.ceil(cpus) < count:
@@ -51,43 +54,24 @@ def available_cpus() -> tuple[int, str]:
     return max(1, count), source
 
 
-def _cgroup_quota() -> tuple[float, str] | None:
+def _cgroup_quota(root: Path, self_cgroup: Path) -> tuple[float, str] | None:
     """The tightest CPU quota on this process's cgroup path, and the file that sets it."""
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None
     best: tuple[float, str] | None = None
-    for line in lines:
-        _, controllers, path = line.split(":", 2)
-        if controllers == "":  # cgroup v2
-            candidates = [(CGROUP_ROOT, "cpu.max")]
-        elif "cpu" in controllers.split(","):
-            mount = CGROUP_ROOT / controllers
-            if not mount.exists():
-                mount = CGROUP_ROOT / "cpu"
-            candidates = [(mount, "cpu.cfs_quota_us")]
-        else:
-            continue
-        for mount, name in candidates:
-            directory = mount / path.lstrip("/")
-            # Up to the root: a parent's quota limits its children too.
-            for level in [directory, *directory.parents]:
-                if not str(level).startswith(str(mount)):
-                    break
-                found = _read_quota(level, name)
-                if found is not None and (best is None or found < best[0]):
-                    best = (found, str(level / name))
+    files = limit_files("cpu.max", "cpu", "cpu.cfs_quota_us", root=root, self_cgroup=self_cgroup)
+    for path in files:
+        found = _read_quota(path)
+        if found is not None and (best is None or found < best[0]):
+            best = (found, str(path))
     return best
 
 
-def _read_quota(directory: Path, name: str) -> float | None:
+def _read_quota(path: Path) -> float | None:
     try:
-        if name == "cpu.max":
-            return quota(cpu_max=(directory / name).read_text())
+        if path.name == "cpu.max":
+            return quota(cpu_max=path.read_text())
         return quota(
-            cfs_quota=(directory / "cpu.cfs_quota_us").read_text(),
-            cfs_period=(directory / "cpu.cfs_period_us").read_text(),
+            cfs_quota=path.read_text(),
+            cfs_period=(path.parent / "cpu.cfs_period_us").read_text(),
         )
     except (OSError, ValueError):
         return None

@@ -151,14 +151,8 @@ class Endpoint:
         if client.outbox:
             self._flush(client)
             return
-        try:
-            data = client.sock.recv(4096)
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError:
-            data = b""
+        data = self._recv(client)
         if not data:
-            self._drop(client)
             return
         client.inbox += data
         request, found, _ = client.inbox.partition(self.terminator)
@@ -171,15 +165,21 @@ class Endpoint:
         self.handler(request, client)
 
     def _gone(self, client: Client) -> None:
-        """Readable while a handler answers later: EOF means the client left."""
+        """Readable while a handler answers later: EOF means the client left
+        (what else it sends is ignored: one request per connection)."""
+        self._recv(client)
+
+    def _recv(self, client: Client) -> bytes:
+        """What the client sent; b"" if nothing yet, or if it left (then it is dropped)."""
         try:
             data = client.sock.recv(4096)
         except (BlockingIOError, InterruptedError):
-            return
+            return b""
         except OSError:
             data = b""
         if not data:
             self._drop(client)
+        return data
 
     def _flush(self, client: Client) -> None:
         try:

@@ -33,10 +33,10 @@ from .._sockets import Listeners
 from .._sockets import describe as _describe
 from .._tls import certificate_expiry, make_ssl_context
 from .._wire import WorkerExit
-from ..config import Config, ConfigError
+from ..config import Config, ConfigError, Share
 from ..config._load import Origin, load_config_with_origins
 from ..worker._main import preload, worker_main
-from . import _archive, _core
+from . import _archive, _core, _memory, _reaper
 from ._control import ControlServer
 from ._cpus import available_cpus
 from ._exporter import Exporter, sample_process
@@ -145,6 +145,8 @@ class Master:
         self.deployments: dict[int, Deployment] = {}  # the committed and the pending one
         self.watcher: Watcher | None = None  # --reload
         self._previous_handlers: dict[int, Any] = {}
+        self.memory: _memory.Available | None = None  # for a max_memory share; read at start
+        self._was_subreaper: bool | None = None  # None: unknown, left alone
 
     # -- running ------------------------------------------------------------------
 
@@ -181,6 +183,8 @@ class Master:
             self.listeners.close()
             raise
         raise_nofile_limit()  # before forking: the workers inherit it
+        # Orphans below the master come to it, to be reaped.
+        self._was_subreaper = _reaper.set_subreaper(True)
         preload()
         self._install_signals()
         self._write_pidfile()  # once it exists, signals are handled, not fatal
@@ -193,6 +197,8 @@ class Master:
             )
             if not self.config.workers.count:
                 logger.info("workers = auto: %d, from the %s", *available_cpus())
+            if self.config.workers.max_memory:
+                self._check_memory_fits()
             actions = self.core.start()
             self.deployments[self.core.generation] = Deployment(
                 self.core.generation, self.config, self.worker_ids, sockets, self.origins
@@ -458,21 +464,25 @@ class Master:
                 self.core.boot_failed(pid, code, str(message.data.get("message", "")))
 
     def _reap(self) -> None:
-        while True:
+        """Reap every exited child: workers, and orphans adopted as subreaper or PID 1."""
+        while (pid := _reaper.next_exited()) is not None:
+            worker = self.core.workers.get(pid)
+            if worker is not None or pid in self.channels:
+                # Whatever the worker started dies with it: unreaped, it still
+                # holds its pid, so its group id cannot have been reused.
+                _reaper.kill_group(pid)
             try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
+                code = _reaper.reap(pid)
             except ChildProcessError:
-                return
-            if pid == 0:
-                return
+                continue
             if self.watcher is not None and pid == self.watcher.pid:
                 continue  # its pipe's end tells the loop
+            if worker is None and pid not in self.channels:
+                logger.debug("reaped pid %d, not a worker (%s)", pid, _how(code))
             # Read what the worker said last (READY/BOOT_FAILED) before its exit.
             if pid in self.channels:
                 self._read_channel(pid)
             self._close_channel(pid)
-            code = os.waitstatus_to_exitcode(status)
-            worker = self.core.workers.get(pid)
             if worker is not None:
                 self.metrics.exited(pid, worker.slot)
             if self.metrics_dir:
@@ -486,7 +496,10 @@ class Master:
     def _check_memory(self, now: float) -> None:
         import psutil  # only when max_memory is set
 
-        limit = self.config.workers.max_memory
+        setting = self.config.workers.max_memory
+        if isinstance(setting, Share) and self.memory is None:
+            self.memory = _memory.available()  # a reload turned the share on
+        limit = _memory.per_worker(setting, self.core.count, self.memory)
         for worker in self.core.live():
             if not worker.state.up:
                 continue
@@ -503,6 +516,18 @@ class Master:
                     limit >> 20,
                 )
                 self._execute(self.core.due(worker.pid, _core.Reason.MEMORY, now))
+
+    def _check_memory_fits(self) -> None:
+        """Say what max_memory comes to, and warn when the workers will not fit."""
+        import psutil
+
+        setting = self.config.workers.max_memory
+        self.memory = _memory.available()
+        logger.info("%s", _memory.describe(setting, self.core.count, self.memory))
+        rss = psutil.Process().memory_info().rss
+        warning = _memory.fit_warning(setting, self.core.count, self.memory, rss)
+        if warning:
+            logger.warning("%s", warning)
 
     # -- actions ------------------------------------------------------------------------
 
@@ -572,6 +597,7 @@ class Master:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         if pid == 0:  # pragma: no cover - the child process, measured by the process tests
             try:
+                os.setpgid(0, 0)  # its own group, killed with it (_reaper)
                 parent.close()
                 self._close_in_child(keep=sockets)
                 worker_main(
@@ -583,6 +609,8 @@ class Master:
                 )
             finally:
                 os._exit(1)
+        with contextlib.suppress(OSError):
+            os.setpgid(pid, pid)  # as the child does: set before anything kills the group
         child.close()
         parent.setblocking(False)
         self.channels[pid] = parent
@@ -778,10 +806,10 @@ class Master:
 
     def _readiness(self) -> tuple[bool, str]:
         ready = self.core.counts()["ready"]
-        wanted = self.config.metrics.ready_min_workers
+        wanted = max(1, self.config.metrics.ready_min_workers)
         if self.core.shutting_down:
             return False, "shutting down"
-        if ready < max(wanted, 1 if wanted else 0):
+        if ready < wanted:
             return False, f"{ready} worker(s) ready, {wanted} needed"
         return True, f"{ready} worker(s) ready"
 
@@ -818,8 +846,8 @@ class Master:
 
     def _cleanup(self) -> None:
         self._stop_watcher()
-        for pid in list(self.channels):
-            self._kill(pid, signal.SIGKILL)
+        for pid in {*self.channels, *self.core.workers}:  # not reaped: the group is theirs
+            _reaper.kill_group(pid)
         deadline = time.monotonic() + 5
         while self.channels and time.monotonic() < deadline:
             try:
@@ -827,6 +855,8 @@ class Master:
             except ChildProcessError:
                 break
             self._close_channel(pid)
+        if self._was_subreaper is False:
+            _reaper.set_subreaper(False)
         signal.set_wakeup_fd(-1)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
@@ -844,6 +874,10 @@ class Master:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+def _how(code: int) -> str:
+    return f"exit code {code}" if code >= 0 else f"signal {_core._signame(-code)}"
 
 
 def _record_signal(signum: int, frame: object) -> None:

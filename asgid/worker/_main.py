@@ -96,10 +96,14 @@ def _run(
     from ._server import run_loop
 
     signal.set_wakeup_fd(-1)
-    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTTIN, signal.SIGTTOU):
-        signal.signal(signum, signal.SIG_IGN)  # the master decides; a terminal's ^C reaches it
-    for signum in (signal.SIGTERM, signal.SIGUSR2):
-        signal.signal(signum, signal.SIG_IGN)  # group-wide SIGTERM: the master drains us
+    # The master decides when a worker stops: a SIGTERM sent to every process
+    # (systemd, docker) or a terminal's ^C is for it, and it drains us. Caught
+    # and dropped rather than ignored, so the app's subprocesses start with
+    # the default actions (an ignored signal stays ignored across exec).
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGUSR2):
+        signal.signal(signum, _leave_to_the_master)
+    for signum in (signal.SIGTTIN, signal.SIGTTOU):
+        signal.signal(signum, signal.SIG_IGN)  # a background group may still use the terminal
     for signum in (signal.SIGQUIT, signal.SIGCHLD, signal.SIGUSR1):
         signal.signal(signum, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_SETMASK, ())  # the master blocked them across fork()
@@ -254,6 +258,10 @@ async def _serve(
         report(wire.Kind.READY)
 
     await worker.serve(sockets, on_ready=ready)
+
+
+def _leave_to_the_master(signum: int, frame: object) -> None:
+    pass
 
 
 def _count_requests(app: ASGIApp, limit: int, on_limit: Callable[[], None]) -> ASGIApp:

@@ -87,10 +87,17 @@ async def app(scope, receive, send):
     handler = ROUTES.get(path)
     if handler is None and path.startswith("/scope"):
         handler = r_scope
-    if handler is None:
-        await respond(send, body=b"Hello, world!", headers=[(b"content-type", b"text/plain")])
-    else:
-        await handler(scope, receive, send, args)
+    ended = "returned"
+    try:
+        if handler is None:
+            await respond(send, body=b"Hello, world!", headers=[(b"content-type", b"text/plain")])
+        else:
+            await handler(scope, receive, send, args)
+    except BaseException as exc:
+        ended = type(exc).__name__
+        raise
+    finally:
+        log(f"END {scope['method']} {shown} ({ended})")  # a sync point: the call is over
 
 
 # -- routes -------------------------------------------------------------------

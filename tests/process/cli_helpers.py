@@ -17,7 +17,7 @@ from pathlib import Path
 
 from helpers import ROOT, base_env
 
-CFG_APPS = Path(__file__).resolve().parent / "cfgapps"
+CFG_APPS = ROOT / "tests" / "cfgapps"
 
 
 def run_command(

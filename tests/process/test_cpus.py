@@ -81,3 +81,22 @@ def test_auto_follows_the_cgroup_cpu_quota(start_server: StartServer) -> None:
         output = wait_for_log(server, "workers = auto")
         assert re.search(r"workers = auto: 1, from the CPU quota 0\.5 \(.*asgid-test-", output)
         server.stop()  # the group is empty again, and can go
+
+
+def test_auto_under_a_two_cpu_quota_starts_two_workers(start_server: StartServer) -> None:
+    cpus = len(os.sched_getaffinity(0))
+    if cpus < 2:
+        pytest.skip("this machine lets the tests use fewer than 2 CPUs")
+    with cpu_quota_cgroup(2.0) as group:
+        procs = group / "cgroup.procs"
+
+        def enter() -> None:
+            procs.write_text(str(os.getpid()))
+
+        server = start_server(APP, "--workers", "auto", preexec_fn=enter)
+        wait_for_workers(server, 2)
+        output = wait_for_log(server, "workers = auto")
+        # With exactly 2 CPUs the affinity says 2 as well, and is named first.
+        source = r"the CPU quota 2 \(.*asgid-test-" if cpus > 2 else r"the CPU affinity"
+        assert re.search(rf"workers = auto: 2, from {source}", output), output
+        server.stop()  # the group is empty again, and can go

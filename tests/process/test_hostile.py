@@ -545,7 +545,12 @@ def test_ws_message_of_tiny_fragments_stays_within_its_max_size(start_server: St
             pass
         assert read_close(conn)[0] == 1009
     wait_for_line(server, "WS sink disconnect 1009")
-    growth = rss(worker) - rss_before
+    try:
+        growth = rss(worker) - rss_before
+    except psutil.NoSuchProcess:
+        if "sent no heartbeat" not in server.output():
+            raise
+        pytest.skip("a loaded machine delayed the worker's heartbeat and it was replaced")
     print(f"{max_size} one-byte fragments: worker rss +{growth / MiB:.1f} MiB")
     assert growth < 2 * max_size + 8 * MiB  # parsing a backlog of frames takes a few MiB
 

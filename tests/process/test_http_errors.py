@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import socket
-import time
 
 import httpx
 import pytest
@@ -171,7 +170,8 @@ def test_client_gone_mid_request_leaves_no_traceback(own_server):
     with connect(server) as conn:
         conn.send(b"GET /sleep?s=0.3 HTTP/1.1\r\n" + H + b"\r\n")
         wait_until(lambda: "CALL GET /sleep" in server.output(), timeout=5)
-    time.sleep(0.8)  # let the abandoned requests run to their end (no sync point exists)
+    for call in ("POST /echo", "GET /send-after-disconnect", "POST /slow-read", "GET /sleep"):
+        wait_until(lambda call=call: f"END {call} (" in server.output(), timeout=10)
     assert httpx.get(server.url + "/").status_code == 200
     output = server.output()
     assert "Traceback" not in output
@@ -189,7 +189,7 @@ def test_client_reset_mid_response_leaves_no_traceback(own_server):
         conn._take_until(b"first")
         # RST instead of FIN.
         conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    time.sleep(0.5)  # the app keeps sending for a while (no sync point exists)
+    wait_until(lambda: "END GET /send-after-disconnect (" in server.output(), timeout=10)
     assert httpx.get(server.url + "/").status_code == 200
     assert "Traceback" not in server.output()
     assert error_lines(server) == []

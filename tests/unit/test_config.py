@@ -80,6 +80,11 @@ TOML_GOOD = [
     (kinds.SIZE, " 10 KiB ", 10 * 1024),
     (kinds.SIZE, "100", 100),
     (kinds.SIZE, "7b", 7),
+    (kinds.MEMORY, "512MiB", 512 * MiB),
+    (kinds.MEMORY, 0, 0),
+    (kinds.MEMORY, "80%", kinds.Share(80.0)),
+    (kinds.MEMORY, " 12.5 % ", kinds.Share(12.5)),
+    (kinds.MEMORY, "100%", kinds.Share(100.0)),
 ]
 
 # (kind, TOML value, a fragment of the message)
@@ -112,6 +117,11 @@ TOML_BAD = [
     (kinds.SIZE, -1, "a size such as"),
     (kinds.SIZE, 1.5, "a size such as"),
     (kinds.SIZE, True, "a size such as"),
+    (kinds.MEMORY, "0%", '"80%"'),
+    (kinds.MEMORY, "150%", '"80%"'),
+    (kinds.MEMORY, "x%", '"80%"'),
+    (kinds.MEMORY, "1 parsec", 'a size such as "512MiB"'),
+    (kinds.MEMORY, 0.8, '"80%"'),
 ]
 
 # (kind, text, parsed value)
@@ -131,6 +141,8 @@ TEXT_GOOD = [
     (kinds.WORKER_COUNT, " 3 ", 3),
     (kinds.SIZE, "64MiB", 64 * MiB),
     (kinds.SIZE, "4096", 4096),
+    (kinds.MEMORY, "1GiB", 1024**3),
+    (kinds.MEMORY, "80%", kinds.Share(80.0)),
 ]
 
 TEXT_BAD = [
@@ -146,6 +158,7 @@ TEXT_BAD = [
     (kinds.WORKER_COUNT, "-1", 'a positive integer or "auto"'),
     (kinds.SIZE, "lots", "a size such as"),
     (kinds.SIZE, "1 parsec", "a size such as"),
+    (kinds.MEMORY, "-5%", '"80%"'),
 ]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import types
 import typing
 from typing import Any
 
@@ -32,6 +33,7 @@ KIND_TYPES: dict[kinds.Kind, Any] = {
     kinds.HEADERS: tuple[tuple[str, str], ...],
     kinds.WORKER_COUNT: int,
     kinds.SIZE: int,
+    kinds.MEMORY: int | kinds.Share,
 }
 
 
@@ -68,6 +70,8 @@ def test_default_is_a_valid_value(info: Any) -> None:
     default = info.default
     expected_type = KIND_TYPES[meta.kind]
     origin = typing.get_origin(expected_type) or expected_type
+    if origin is types.UnionType:  # int | Share
+        origin = expected_type
     assert isinstance(default, origin), info.path
     if meta.choices:
         assert default in meta.choices, info.path
@@ -100,7 +104,15 @@ def test_flags_are_unique_and_parse() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["cli.md", "migration.md", "index.md", "configuration.md", "deployment.md", "metrics.md"],
+    [
+        "cli.md",
+        "migration.md",
+        "index.md",
+        "configuration.md",
+        "deployment.md",
+        "metrics.md",
+        "kubernetes.md",
+    ],
 )
 def test_docs_exist_and_local_links_resolve(name: str) -> None:
     path = DOCS / name
