@@ -10,6 +10,7 @@ exits, the monotonic clock) and carries out the actions it returns.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import selectors
@@ -667,6 +668,7 @@ class Master:
             self._close_channel(pid)
         if self._was_subreaper is False:
             _reaper.set_subreaper(False)
+        gc.unfreeze()  # preload() froze them for the workers; asgid.run() gets them back
         signal.set_wakeup_fd(-1)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
