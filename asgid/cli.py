@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import enum
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +33,8 @@ class ExitCode(enum.IntEnum):
 
 
 logger = logging.getLogger("asgid.error")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 
 
 # Booleans that uvicorn takes with a value (``--ws-per-message-deflate false``);
@@ -173,6 +177,10 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if os.getpid() == 1:
+        # PID 1 ignores a signal it has no handler for: a `docker stop` during
+        # startup would be lost. Held pending until the master handles them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     args = build_parser().parse_args(argv)
     for warning in [*unknown_environment(), *uvicorn_option_warnings(args)]:
         print(f"asgid: warning: {warning}", file=sys.stderr)

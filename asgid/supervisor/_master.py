@@ -229,6 +229,8 @@ class Master:
         for signum in HANDLED_SIGNALS:
             # Restored at the end: asgid.run() hands the process back to its program.
             self._previous_handlers[signum] = signal.signal(signum, _record_signal)
+        if os.getpid() == 1:  # the CLI held them blocked: what came meanwhile is handled now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ)
 
     def _read_signals(self) -> None:
