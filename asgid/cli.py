@@ -10,6 +10,8 @@ from __future__ import annotations
 import argparse
 import enum
 import logging
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -33,6 +35,8 @@ class ExitCode(enum.IntEnum):
 
 
 logger = logging.getLogger("asgid.error")
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGHUP)
 
 
 # Booleans that uvicorn takes with a value (``--ws-per-message-deflate false``);
@@ -188,7 +192,11 @@ CONTROL_EXIT = {
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["ctl"]:
-        return ctl(argv[1:])
+        return ctl(argv[1:])  # a client: it runs no master and handles no stop signal
+    if os.getpid() == 1:
+        # PID 1 ignores a signal it has no handler for: a `docker stop` during
+        # startup would be lost. Held pending until the master handles them.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     args = build_parser().parse_args(argv)
     for warning in [*unknown_environment(), *uvicorn_option_warnings(args)]:
         print(f"asgid: warning: {warning}", file=sys.stderr)

@@ -9,9 +9,10 @@
 Every response declares its Content-Length, so all servers frame it the same way.
 
 ``starlette_app`` is a Starlette application with one route, ``GET /json``,
-answering the same JSON through ``JSONResponse``. It is built on first
-attribute access (module ``__getattr__``), so a server that serves the raw
-``app`` never imports Starlette and its idle RSS does not include it.
+answering the same JSON through ``JSONResponse``; ``fastapi_app`` the same
+route as a FastAPI async path operation returning a dict. Each is built on
+first attribute access (module ``__getattr__``), so a server that serves the
+raw ``app`` never imports a framework and its idle memory does not include it.
 
 Both handle the lifespan protocol the same way on every server.
 """
@@ -82,9 +83,24 @@ def _build_starlette_app() -> Any:
     return Starlette(routes=[Route("/json", json_route)])
 
 
+def _build_fastapi_app() -> Any:
+    from fastapi import FastAPI
+
+    api = FastAPI()
+
+    @api.get("/json")
+    async def json_route() -> dict[str, str]:
+        return JSON_PAYLOAD
+
+    return api
+
+
+_BUILDERS = {"starlette_app": _build_starlette_app, "fastapi_app": _build_fastapi_app}
+
+
 def __getattr__(name: str) -> Any:
-    if name == "starlette_app":
-        value = _build_starlette_app()
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    builder = _BUILDERS.get(name)
+    if builder is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = builder()
+    return value

@@ -82,6 +82,54 @@ def group_alive(pgid: int) -> bool:
     return False
 
 
+class Overran(TimeoutError):
+    """A command ``run`` waited for did not finish in time; what it printed is kept."""
+
+    def __init__(self, cmd: Sequence[str], timeout: float, stdout: str, stderr: str) -> None:
+        super().__init__(f"{list(cmd)} did not finish within {timeout:g}s")
+        self.stdout, self.stderr = stdout, stderr
+
+
+def run(
+    cmd: Sequence[str],
+    *,
+    timeout: float,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    merge_stderr: bool = False,
+    grace: float = 0.0,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``cmd`` to completion in a session of its own and return what it printed.
+
+    Past ``timeout`` its session gets SIGTERM, ``grace`` seconds to stop what it
+    started, then SIGKILL; ``Overran`` is raised with the output so far.
+    """
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=cwd or ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        if grace:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(grace)
+        for pid in [proc.pid, *session_members(proc.pid)]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=10)
+        raise Overran(cmd, timeout, out or "", err or "") from None
+    return subprocess.CompletedProcess(list(cmd), proc.returncode, out or "", err or "")
+
+
 class Process:
     """A command in its own session, its stdout and stderr in ``log``."""
 

@@ -11,6 +11,7 @@ carries out the actions it returns.
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 import os
 import selectors
@@ -258,6 +259,8 @@ class Master:
         for signum in HANDLED_SIGNALS:
             # Restored at the end: asgid.run() hands the process back to its program.
             self._previous_handlers[signum] = signal.signal(signum, _record_signal)
+        if os.getpid() == 1:  # the CLI held them blocked: what came meanwhile is handled now
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, HANDLED_SIGNALS)
         self.selector.register(self._wakeup_r, selectors.EVENT_READ)
 
     def _read_signals(self) -> None:
@@ -857,6 +860,7 @@ class Master:
             self._close_channel(pid)
         if self._was_subreaper is False:
             _reaper.set_subreaper(False)
+        gc.unfreeze()  # preload() froze them for the workers; asgid.run() gets them back
         signal.set_wakeup_fd(-1)
         for signum, handler in self._previous_handlers.items():
             signal.signal(signum, handler if handler is not None else signal.SIG_DFL)

@@ -14,6 +14,7 @@ end of the channel closes.
 from __future__ import annotations
 
 import faulthandler
+import gc
 import importlib
 import logging
 import os
@@ -47,15 +48,25 @@ Report = Callable[..., bool]
 """``report(kind, **data)``: send a message to the master; False once it is gone."""
 
 
-def preload() -> None:
-    """Import what every worker runs before the first fork.
+# The worker's whole stack but the application: the event loop, the parser,
+# the HTTP and WebSocket protocols (which import websockets).
+PRELOAD = ("asyncio", "uvloop", "httptools", "asgid.worker._server", "asgid.worker._app")
 
-    The modules' pages are then shared by all workers and each boot (after a
-    reload, a recycle, a crash) is faster; the rest of the worker stack
-    loads after the fork, so the master stays small.
+
+def preload() -> None:
+    """Import what every worker runs, in the master, before the first fork.
+
+    The modules' pages are then shared by the master and all workers rather
+    than copied into each, and each boot (after a reload, a recycle, a
+    crash) is faster. The application is not preloaded: a reload must
+    import it afresh. bench/memory.py measures what this saves.
     """
-    for name in ("asyncio", "uvloop", "httptools"):
+    for name in PRELOAD:
         importlib.import_module(name)
+    # Objects the master has now are never collected again: the workers' cycle
+    # collector then does not write to (and so copy) the pages holding them.
+    gc.collect()
+    gc.freeze()
 
 
 def worker_main(
@@ -90,8 +101,9 @@ def _run(
     channel: socket.socket,
     logging_changed: bool,
 ) -> wire.WorkerExit:
-    # The event loop, parser and WebSocket stack load here, after the fork:
-    # the master never runs them and stays small.
+    # Imported here, not at the top: the master imports this module to fork,
+    # and it loads the stack only through preload() (asgid.run() with one
+    # worker never needs it at all).
     from ._app import load_app
     from ._server import run_loop
 

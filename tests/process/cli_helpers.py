@@ -8,13 +8,11 @@ deadline, and is killed by process group if it overruns.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from harness import Overran, run
 from helpers import ROOT, base_env
 
 CFG_APPS = ROOT / "tests" / "cfgapps"
@@ -28,25 +26,10 @@ def run_command(
     timeout: float = 20.0,
 ) -> subprocess.CompletedProcess[str]:
     """Run ``argv`` to completion; fail the test if it is still running at the deadline."""
-    proc = subprocess.Popen(
-        argv,
-        cwd=cwd,
-        env=base_env(**(env or {})),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate(timeout=5)
-        raise AssertionError(
-            f"{argv} did not exit within {timeout}s\nstdout:\n{out}\nstderr:\n{err}"
-        ) from None
-    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+        return run(argv, timeout=timeout, cwd=cwd, env=base_env(**(env or {})))
+    except Overran as exc:
+        raise AssertionError(f"{exc}\nstdout:\n{exc.stdout}\nstderr:\n{exc.stderr}") from None
 
 
 def run_asgid(

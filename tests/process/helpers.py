@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import socket
 import ssl
-import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 import trustme
-from harness import ROOT, Process, free_port, wait_until
+from harness import ROOT, Overran, Process, free_port, run, wait_until
 
 APPS = ROOT / "tests" / "apps"
 
@@ -283,27 +281,19 @@ def run_suite_script(name: str, *args: str, timeout: float) -> str:
     Skips the test with the script's reason when it prints ``<name>: SKIP:``
     (its tool is missing), and fails it when the script fails or overruns.
     """
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "scripts" / name), *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
     try:
-        output, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGTERM)  # the script stops what it started
-        try:
-            output, _ = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            output, _ = proc.communicate(timeout=10)
-        pytest.fail(f"scripts/{name} did not finish in {timeout:g}s:\n{output}")
+        result = run(
+            [sys.executable, str(ROOT / "scripts" / name), *args],
+            timeout=timeout,
+            merge_stderr=True,
+            grace=30,  # SIGTERM first: the script stops what it started
+        )
+    except Overran as exc:
+        pytest.fail(f"scripts/{name} did not finish in {timeout:g}s:\n{exc.stdout}")
+    output = result.stdout
     for line in output.splitlines():
         if line.startswith(f"{name}: SKIP: "):
             pytest.skip(line.removeprefix(f"{name}: SKIP: "))
-    assert proc.returncode == 0, output  # 1: a check failed; 2: the run itself broke
+    assert result.returncode == 0, output  # 1: a check failed; 2: the run itself broke
     print(output)  # the script's summary, shown with -rP or -s
     return output

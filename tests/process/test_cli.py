@@ -8,11 +8,9 @@ never a traceback; servers are checked over real HTTP on 127.0.0.1.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import ssl
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +19,8 @@ import httpx
 import pytest
 import trustme
 from cli_helpers import CFG_APPS, one_line, run_asgid
-from helpers import ROOT, StartServer, base_env, free_port, wait_until
+from harness import Process
+from helpers import StartServer, base_env, free_port, wait_until
 
 from asgid.cli import build_parser, overrides_from_args
 from asgid.config import load_config
@@ -612,28 +611,21 @@ def test_inherited_fd(tmp_path: Path) -> None:
     listener.listen(16)
     port = listener.getsockname()[1]
     app_dir = str(CFG_APPS)
-    log = open(tmp_path / "asgid.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
+    server = Process(
         [sys.executable, "-m", "asgid", APP, "--fd", str(listener.fileno()), "--app-dir", app_dir],
-        cwd=ROOT,
+        log=tmp_path / "asgid.log",
         env=base_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        pass_fds=[listener.fileno()],
-        start_new_session=True,
+        pass_fds=(listener.fileno(),),
     )
     listener.close()  # the child holds its own copy
     try:
-        wait_until(lambda: b"listening on" in (tmp_path / "asgid.log").read_bytes(), timeout=15)
+        wait_until(lambda: "listening on" in server.output(), timeout=15)
         _, data = get_json(f"http://127.0.0.1:{port}/")
         assert data["state"] == {"started": True}
-        os.killpg(proc.pid, signal.SIGTERM)
-        assert proc.wait(15) == 0
+        server.signal(signal.SIGTERM)
+        assert server.wait(15) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        log.close()
+        server.stop()
 
 
 def test_tls_flags(tmp_path: Path, start_server: StartServer) -> None:

@@ -13,7 +13,6 @@ import contextlib
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import threading
 from collections.abc import Iterator
@@ -22,7 +21,8 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from helpers import APPS, ROOT, StartServer, base_env, free_port, wait_until
+from harness import Process
+from helpers import APPS, StartServer, base_env, free_port, wait_until
 from supervision import FAST, alive, get, wait_for_workers
 
 APP = "containers:app"
@@ -156,7 +156,7 @@ def test_readyz_is_503_for_the_whole_drain(start_server: StartServer, tmp_path: 
 
 
 @contextlib.contextmanager
-def as_pid1(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Path]]:
+def as_pid1(*args: str) -> Iterator[tuple[Process, int, int, Path]]:
     """``unshare --pid --fork --mount-proc python -m asgid ...``: asgid is PID 1 there.
 
     Yields the unshare process, asgid's pid as this test sees it, the port,
@@ -170,19 +170,11 @@ def as_pid1(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Pat
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"asgid-pid1-{os.getpid()}-{port}.log"
     argv = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-m", "asgid"]
     argv += [APP, "--app-dir", str(APPS), "--host", "127.0.0.1", "--port", str(port), *args]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=base_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = Process(argv, log=log, env=base_env())
     try:
 
         def master() -> int:
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise AssertionError(f"unshare exited {proc.returncode}:\n{log.read_text()}")
             children = psutil.Process(proc.pid).children()
             return children[0].pid if children else 0
@@ -193,10 +185,7 @@ def as_pid1(*args: str) -> Iterator[tuple[subprocess.Popen[bytes], int, int, Pat
         print(log.read_text(errors="replace"))
         raise
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)  # PID 1's death ends its namespace
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
+        proc.stop(timeout=0)  # PID 1's death ends its namespace
         log.unlink(missing_ok=True)
 
 
@@ -228,6 +217,40 @@ def test_as_pid1_no_zombie_piles_up_and_a_signal_drains(signum: int) -> None:
         assert "graceful shutdown" in log.read_text()
 
 
+def signal_masks(pid: int) -> dict[str, int]:
+    """SigBlk, SigIgn and SigCgt of /proc/PID/status, as bit masks."""
+    with open(f"/proc/{pid}/status") as f:
+        return {
+            key: int(value, 16)
+            for key, _, value in (line.partition(":") for line in f)
+            if key in ("SigBlk", "SigIgn", "SigCgt")
+        }
+
+
+def test_as_pid1_a_sigterm_during_startup_is_not_lost() -> None:
+    # PID 1 ignores signals it has no handler for. asgid blocks SIGTERM from
+    # its first line until the master handles it, so the signal waits.
+    with as_pid1("--workers", "1", *FAST) as (proc, master, _port, log):
+        bit = 1 << (signal.SIGTERM - 1)
+        first: dict[str, int] = {}
+
+        def held_or_handled() -> bool:
+            with contextlib.suppress(OSError, StopIteration):
+                masks = signal_masks(master)
+                if (masks["SigBlk"] | masks["SigCgt"]) & bit:
+                    first.update(masks)
+            return bool(first)
+
+        wait_until(held_or_handled, 10, interval=0.001)
+        # Blocked while the configuration loads and the sockets bind, before the
+        # master's handler exists: a 1 ms poll finds it held and not yet caught.
+        assert first["SigBlk"] & bit, first
+        assert not first["SigCgt"] & bit, first
+        os.kill(master, signal.SIGTERM)  # once, while it is held
+        assert proc.wait(20) == 0, log.read_text()
+        assert "graceful shutdown" in log.read_text()
+
+
 def test_run_hands_the_process_back_no_longer_a_subreaper(tmp_path: Path) -> None:
     port = free_port()
     script = tmp_path / "script.py"
@@ -242,20 +265,12 @@ def test_run_hands_the_process_back_no_longer_a_subreaper(tmp_path: Path) -> Non
         "print('subreaper after run():', subreaper(), flush=True)\n"
     )
     log = tmp_path / "script.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(script)],
-            cwd=tmp_path,
-            env=base_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = Process([sys.executable, str(script)], log=log, cwd=tmp_path, env=base_env())
     try:
         url = f"http://127.0.0.1:{port}/orphan"
 
         def answers() -> bool:
-            if proc.poll() is not None:
+            if proc.returncode is not None:
                 raise AssertionError(log.read_text())
             with contextlib.suppress(httpx.HTTPError):
                 return httpx.get(url, timeout=2).status_code == 200
@@ -268,7 +283,4 @@ def test_run_hands_the_process_back_no_longer_a_subreaper(tmp_path: Path) -> Non
         assert proc.wait(15) == 0, log.read_text()
         assert "subreaper after run(): 0" in log.read_text()
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(5)
+        proc.stop(timeout=0)

@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 import pytest
 from helpers import APPS, Server, StartServer, base_env, free_port, wait_until
-from supervision import wait_for_workers
+from supervision import ready_pids
 
 APP = "httpapp:app"
 
@@ -41,7 +41,7 @@ def limit_nofile(soft: int, hard: int) -> Callable[[], None]:
 
 def start_with_workers(start_server: StartServer, *args: str, **kw: object) -> Server:
     server = start_server(APP, "--workers", "2", "--no-access-log", *args, **kw)
-    wait_for_workers(server, 2)
+    wait_until(lambda: len(ready_pids(server)) >= 2, timeout=15)
     return server
 
 

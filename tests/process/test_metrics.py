@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from harness import Process
 from helpers import ROOT, Server, StartServer, free_port, wait_until
 from prometheus_client.openmetrics.parser import (
     text_string_to_metric_families as openmetrics_families,
@@ -438,19 +439,17 @@ def test_a_real_prometheus_scrapes_asgid(
         )
     )
     log = tmp_path / "prometheus.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--log.level=warn",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = Process(
+        [
+            binary,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+        ],
+        log=log,
+        cwd=tmp_path,
+    )
     try:
         api = f"http://127.0.0.1:{port}/api/v1"
 
@@ -462,7 +461,7 @@ def test_a_real_prometheus_scrapes_asgid(
                     timeout=5,
                 )
             except httpx.TransportError:
-                assert proc.poll() is None, log.read_text()
+                assert proc.returncode is None, log.read_text()
                 return []
             if response.status_code != 200:
                 return []
@@ -483,13 +482,7 @@ def test_a_real_prometheus_scrapes_asgid(
         assert {s["metric"]["code"] for s in series} == {"200"}
         assert {s["metric"]["job"] for s in series} == {"asgid"}
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        proc.stop()
 
 
 # -- a slow scraper, a unix socket -----------------------------------------------------

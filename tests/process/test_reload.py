@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
 import sys
 import textwrap
 import threading
@@ -18,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from harness import Process
 from helpers import ROOT, Server, StartServer, base_env, free_port, wait_until
 from supervision import get, wait_for_log, wait_for_workers, write_app
 
@@ -243,15 +242,7 @@ def test_run_with_reload_from_a_script(tmp_path: Path) -> None:
         )
     )
     log = tmp_path / "serve.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(script)],
-            cwd=tmp_path,
-            env=base_env(),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = Process([sys.executable, str(script)], log=log, cwd=tmp_path, env=base_env())
     server = ScriptServer("127.0.0.1", port, log)
     try:
         serves(server, "one", timeout=15)  # type: ignore[arg-type]
@@ -260,12 +251,7 @@ def test_run_with_reload_from_a_script(tmp_path: Path) -> None:
         serves(server, "two")  # type: ignore[arg-type]
         assert len(set(re.findall(r"worker (\d) \(pid \d+\) ready", log.read_text()))) == 2
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        proc.stop()
     assert proc.returncode == 0, log.read_text()
 
 

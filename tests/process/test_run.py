@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import socket
-import subprocess
 import sys
 import textwrap
 from collections.abc import Iterator
@@ -24,7 +23,8 @@ import httpx
 import pytest
 import uvloop
 from cli_helpers import CFG_APPS, run_command
-from helpers import ROOT, base_env, free_port, wait_until
+from harness import Process
+from helpers import ROOT, base_env, free_port
 
 import asgid
 from asgid.config import ConfigError
@@ -126,45 +126,19 @@ def test_serve_with_sockets_passed_in() -> None:
 # -- serve() and run() in a child process, stopped by a signal ------------------------
 
 
-class Script:
+class Script(Process):
     """A Python script run in its own session, with its output in a file."""
 
     def __init__(self, tmp_path: Path, source: str, *args: str) -> None:
         path = tmp_path / "script.py"
         path.write_text(textwrap.dedent(source))
-        self.log_path = tmp_path / "script.log"
-        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in close()
         env = base_env(PYTHONPATH=os.pathsep.join([str(CFG_APPS), str(ROOT)]))
-        self.proc = subprocess.Popen(
-            [sys.executable, str(path), *args],
-            cwd=tmp_path,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
+        super().__init__(
+            [sys.executable, str(path), *args], log=tmp_path / "script.log", cwd=tmp_path, env=env
         )
 
-    def output(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def wait_listening(self, port: int) -> None:
-        def ready() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"exited with {self.proc.returncode}:\n{self.output()}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            except OSError:
-                return False
-            return True
-
-        wait_until(ready, timeout=15)
-
     def close(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self._log.close()
+        self.stop(timeout=0)  # the test has checked what it wanted: no grace
 
 
 @pytest.fixture
