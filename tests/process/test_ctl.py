@@ -29,7 +29,8 @@ import httpx
 import pytest
 import trustme
 from cli_helpers import run_asgid
-from helpers import APPS, ROOT, Server, StartServer, base_env, free_port, wait_until, write_cert
+from harness import Process
+from helpers import APPS, Server, StartServer, base_env, free_port, wait_until, write_cert
 from prometheus_client.parser import text_string_to_metric_families
 from supervision import ClientLoop, get, get_pid, worker_pids, write_app
 
@@ -170,28 +171,16 @@ def test_status_watch_refreshes_until_interrupted(
     start_server: StartServer, tmp_path: Path, runtime_dir: Path
 ) -> None:
     ctl = start_ctl(start_server, tmp_path, runtime_dir, workers=1)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "asgid", "ctl", "-c", str(ctl.config), "status", "--watch", "0.1"],
-        cwd=ROOT,
-        env=base_env(**ctl.env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+    argv = ["ctl", "-c", str(ctl.config), "status", "--watch", "0.1"]
+    watch = Process(
+        [sys.executable, "-m", "asgid", *argv], log=tmp_path / "watch.log", env=base_env(**ctl.env)
     )
     try:
-        assert proc.stdout is not None
-        seen = b""
-        deadline = time.monotonic() + 20
-        while seen.count(b"master pid") < 3 and time.monotonic() < deadline:
-            seen += os.read(proc.stdout.fileno(), 65536)
-        assert seen.count(b"master pid") >= 3
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
-        assert proc.returncode == 0, err
+        wait_until(lambda: watch.output().count("master pid") >= 3, timeout=20)
+        watch.signal(signal.SIGINT)
+        assert watch.wait(10) == 0, watch.output()
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=5)
+        watch.stop()
 
 
 # -- reload --wait ---------------------------------------------------------------------
@@ -562,31 +551,19 @@ def test_reload_wait_times_out_and_follows_a_newer_reload(
     assert result.returncode == 1, result.stdout + result.stderr
     assert "timed out waiting for the reload" in result.stderr
     # A waiter waits for the newest reload: one started meanwhile replaces its own.
-    waiter = subprocess.Popen(
-        [sys.executable, "-m", "asgid", "ctl", "-c", str(ctl.config), "reload", "--wait"],
-        cwd=ROOT,
-        env=base_env(**ctl.env),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    argv = ["ctl", "-c", str(ctl.config), "reload", "--wait"]
+    waiter = Process(
+        [sys.executable, "-m", "asgid", *argv], log=tmp_path / "waiter.log", env=base_env(**ctl.env)
     )
     try:
         wait_until(
-            lambda: (
-                ctl.status()["master"]["generation"] < 3
-                and ctl.status()["master"]["pending_generation"] == 3
-            ),
-            timeout=10,
+            lambda: ctl.status()["master"]["pending_generation"] == 3, timeout=10, interval=0.05
         )
         assert json.loads(ctl.ok("reload", "--json"))["generation"] == 4
-        out, err = waiter.communicate(timeout=30)
+        assert waiter.wait(30) == 0, waiter.output()
     finally:
-        if waiter.poll() is None:
-            os.killpg(waiter.pid, signal.SIGKILL)
-            waiter.communicate(timeout=5)
-    assert waiter.returncode == 0, out + err
-    assert "generation 4 serves" in out
+        waiter.stop()
+    assert "generation 4 serves" in waiter.output()
     assert [w["generation"] for w in ctl.ready().values()] == [4]
 
 
