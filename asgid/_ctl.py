@@ -88,8 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str], out: TextIO = sys.stdout) -> None:
-    """Run one ``asgid ctl`` command; raises ``ControlError`` when it fails."""
+    """Run one ``asgid ctl`` command; raises ``ControlError`` when it fails.
+
+    With ``--json`` a failure is printed too, as the protocol's failure object.
+    """
     args = build_parser().parse_args(argv)
+    try:
+        _run(args, out)
+    except ControlError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "error": str(exc), "kind": exc.kind}), file=out)
+        raise
+
+
+def _run(args: argparse.Namespace, out: TextIO) -> None:
     path = find_socket(args.config, args.socket)
     if args.command == "status":
         if args.watch is not None:

@@ -222,6 +222,12 @@ def test_reload_wait_fails_with_the_apps_error_and_the_old_workers_serve(
     assert result.returncode == 4, result.stdout + result.stderr  # the app cannot be imported
     assert "SyntaxError" in result.stderr
     assert result.stderr.startswith("asgid ctl: error: ")
+    as_json = ctl.run("reload", "--wait", "--json")
+    assert as_json.returncode == 4
+    failure = json.loads(as_json.stdout)
+    assert failure["ok"] is False
+    assert failure["kind"] == "app_load"
+    assert "SyntaxError" in failure["error"]
     assert worker_pids(ctl.server) == old
     assert {get(ctl.server) for _ in range(10)} == {"version one"}
     last = ctl.status()["master"]["last_reload"]
