@@ -131,7 +131,7 @@ def _run(
 
     # Before dropping privileges: the key may be readable by root only.
     try:
-        ssl_context = make_ssl_context(config.server)
+        ssl_context = make_ssl_context(config.server, http2=config.http.http2)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         return boot_failed(f"TLS: {exc}")
     try:

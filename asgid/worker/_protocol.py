@@ -55,6 +55,7 @@ DRAIN_GRACE = 1.0  # seconds a draining worker waits for an idle connection's ne
 LINGER = 2.0  # seconds an error response waits, reading and dropping, before closing
 _NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # how an HTTP/2 client with prior knowledge begins
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
@@ -81,6 +82,8 @@ class HttpProtocol(asyncio.Protocol):
         "read_paused",
         "scheme",
         "server",
+        "sniffed",
+        "sniffing",
         "state",
         "trailer_fields",
         "transport",
@@ -123,6 +126,8 @@ class HttpProtocol(asyncio.Protocol):
         self.pending_error = b""
         self.upgrade: WebSocketSession | None = None  # accepted Upgrade head, not yet switched
         self.ws: WebSocketSession | None = None
+        self.sniffing = state.http2_cleartext and not tls  # an h2c preface may come first
+        self.sniffed = b""
 
     # -- asyncio callbacks -------------------------------------------------
 
@@ -135,6 +140,11 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.server = _address(sockname)
         state = self.state
+        if self.scheme == "https" and state.http2:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._switch_to_h2(b"")
+                return
         state.connections.add(self)
         # The loop's clock, not the tick's state.now: that one may be a second old,
         # which would cut timeouts short.
@@ -184,6 +194,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.closing:
             return
+        if self.sniffing:
+            data = self._sniff(data)
+            if not data:
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -211,6 +225,39 @@ class HttpProtocol(asyncio.Protocol):
             self.fail(505 if "HTTP version" in reason else 400, reason)
         else:
             self._count_head_bytes(len(data))
+
+    def _sniff(self, data: bytes) -> bytes:
+        """The first bytes of a cleartext connection: HTTP/2 with prior knowledge, or not.
+
+        Returns what HTTP/1.1 should parse: b"" while a preface may still be
+        arriving, or once the connection has gone over to HTTP/2.
+        """
+        data = self.sniffed + data
+        if data[: len(PREFACE)] != PREFACE[: len(data)]:
+            self.sniffing = False
+            self.sniffed = b""
+            return data
+        if len(data) < len(PREFACE):
+            self.sniffed = data
+            return b""
+        self.sniffing = False
+        self.sniffed = b""
+        self.state.connections.discard(self)
+        self.closing = True
+        self._switch_to_h2(data)
+        return b""
+
+    def _switch_to_h2(self, data: bytes) -> None:
+        from ._h2 import H2Protocol  # h2 is imported by the first HTTP/2 connection
+
+        protocol = H2Protocol(
+            self.state, tls=self.scheme == "https", client=self.client, server=self.server
+        )
+        transport = self.transport
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if data:
+            protocol.data_received(data)
 
     def _after_last_request(self) -> bool:
         return self.closing and self.cycle is None

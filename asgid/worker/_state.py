@@ -18,6 +18,7 @@ from ._proxy import TrustedProxies
 from ._stats import RequestStats
 
 if TYPE_CHECKING:
+    from ._h2 import H2Protocol, H2Stream
     from ._protocol import Cycle, HttpProtocol
     from ._types import ASGIApp
     from ._websocket import WebSocketSession
@@ -56,10 +57,15 @@ class ServerState:
         self.max_header_size = http.max_header_size
         self.max_request_line = http.max_request_line
         self.max_headers = http.max_headers
+        self.http2 = http.http2
+        self.http2_cleartext = http.http2_cleartext
+        self.http2_max_streams = http.http2_max_concurrent_streams
+        self.http2_max_control_frames = http.http2_max_control_frames
+        self.http2_max_resets = http.http2_max_resets
         self.websocket = config.websocket
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[HttpProtocol | H2Protocol] = set()
         self.websockets: set[WebSocketSession] = set()
-        self.cycles: set[Cycle] = set()
+        self.cycles: set[Cycle | H2Stream] = set()
         self.now = loop.time()
         # Tasks named up front: 3.11 formats a "Task-N" name for each one otherwise.
         if loop.get_task_factory() is None:
