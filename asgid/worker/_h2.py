@@ -57,7 +57,13 @@ STREAM_WINDOW = 262144  # request body bytes one stream may have buffered, unrea
 CONNECTION_WINDOW = 1048576  # the same for all streams of a connection together
 SMALL_WINDOW_UPDATE = 1024  # a WINDOW_UPDATE below this counts against the control budget
 FILE_CHUNK = 262144
+LINGER = 2.0  # seconds a closing connection reads and drops what still arrives
 DRAIN_GRACE = 1.0  # seconds a GOAWAY leaves for frames already in flight before the close
+# A draining connection's GOAWAY waits for a moment without streams in
+# progress, at most this long: h2-based clients (httpx, for one) fail the
+# streams still in flight when a GOAWAY arrives, although RFC 9113 6.8 has
+# them completed.
+DRAIN_BUSY = 5.0
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 _NO_BODY_STATUSES = frozenset({204, 304})
 # Connection-specific fields (RFC 9113 8.2.2) an application may send for
@@ -65,6 +71,7 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
+_NONE: frozenset[int] = frozenset()
 _STATUS = {code: str(code).encode() for code in range(100, 600)}
 _HOST_OK: set[bytes] = set()
 
@@ -94,8 +101,10 @@ class H2Protocol(asyncio.Protocol):
         self.drain_waiter: asyncio.Future[None] | None = None
         self.closed = False  # no more frames are read: a GOAWAY ended the connection
         self.goaway_id = -1  # the last stream id a graceful GOAWAY promised to serve
+        self.draining = 0.0  # when set: the time by which the GOAWAY goes, idle or not
         self.control_frames = 0  # in the current tick: see _count()
         self.resets = 0
+        self.doomed: set[int] | frozenset[int] = _NONE
         config = H2Configuration(
             client_side=False,
             header_encoding=None,
@@ -158,16 +167,24 @@ class H2Protocol(asyncio.Protocol):
             )
             self._close()
             return
+        # h2 hands over the events of a whole read at once: a stream opened and
+        # reset in the same read (rapid reset) is never started.
+        self.doomed = (
+            {e.stream_id for e in events if type(e) is StreamReset} if len(events) > 1 else _NONE
+        )
         handlers = _HANDLERS
         for event in events:
             handler = handlers.get(type(event))
             if handler is not None:
                 handler(self, event)
-                if self.transport.is_closing():  # a GOAWAY ended the connection
+                if self.ended():  # a GOAWAY ended the connection
                     return
-        if self.state.draining and self.goaway_id < 0 and self.streams:
+        if self.state.draining and not self.draining and self.streams:
             self.shutdown()  # accepted as the listener closed: serve what came, then GOAWAY
         self.flush()
+
+    def ended(self) -> bool:
+        return self.closed
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -196,10 +213,17 @@ class H2Protocol(asyncio.Protocol):
     def _on_request(self, event: RequestReceived) -> None:
         stream_id = event.stream_id
         state = self.state
-        if 0 <= self.goaway_id < stream_id or len(self.streams) >= state.http2_max_streams:
-            # After a GOAWAY, or beyond the limit (a client that has not seen the
-            # SETTINGS yet): the client may retry it, on a new connection.
-            self.conn.reset_stream(stream_id, ErrorCodes.REFUSED_STREAM)
+        if 0 <= self.goaway_id < stream_id:
+            # Sent after our GOAWAY: ignored (RFC 9113 6.8); the client sends it
+            # again on a new connection once it reads the GOAWAY.
+            self._count("streams after GOAWAY")
+            return
+        if stream_id in self.doomed:
+            return  # its StreamReset comes next, and counts
+        if len(self.streams) >= state.http2_max_streams:
+            # Beyond the limit (a client that has not seen the SETTINGS yet): the
+            # client may retry it.
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             self._count("refused streams")
             return
         self.deadline = 0.0
@@ -372,9 +396,9 @@ class H2Protocol(asyncio.Protocol):
                 self._reset(stream.stream_id, ErrorCodes.NO_ERROR)
             self.flush()
         if not self.streams:
-            if self.goaway_id >= 0:
-                self.deadline = min(self.deadline or 1e300, self.loop.time() + DRAIN_GRACE)
-            else:
+            if self.draining:
+                self._send_goaway()
+            elif self.goaway_id < 0:
                 self.deadline = self.loop.time() + self.state.timeout_keep_alive
 
     def _reset(self, stream_id: int, code: ErrorCodes) -> None:
@@ -384,10 +408,10 @@ class H2Protocol(asyncio.Protocol):
             pass  # closed by now on both sides
 
     def goaway(self, code: ErrorCodes, reason: str) -> None:
-        """End the connection at once: GOAWAY with ``code``, then close."""
+        """End the connection at once: GOAWAY with ``code`` (an error), then close."""
         if self.closed:
             return
-        logger.info(
+        logger.warning(
             "closing the HTTP/2 connection from %s: %s (GOAWAY %s)",
             format_client(self.client),
             reason,
@@ -397,18 +421,42 @@ class H2Protocol(asyncio.Protocol):
         self._close()
 
     def _close(self) -> None:
+        """Read no more frames; close once the last ones (a GOAWAY) are out.
+
+        As HTTP/1.1's ``close_with()`` does: a close with unread bytes from
+        the peer sends a reset, which can destroy the GOAWAY before the peer
+        reads it, so the write side is shut first and what still arrives is
+        dropped for up to ``LINGER`` seconds (TLS cannot half-close: closed).
+        """
         self.closed = True
         self.flush()
         for stream in list(self.streams.values()):
             stream.disconnect()
-        self.transport.close()
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+            self.deadline = self.loop.time() + LINGER
+        else:
+            transport.close()
 
     def shutdown(self, restart: bool = False) -> None:
         """Draining: GOAWAY naming the last stream served, finish those, then close.
 
-        h2 would stop processing the connection after its own GOAWAY, so the
-        frame is written here and h2's state machine goes on for the streams
-        in progress; later streams are refused.
+        The GOAWAY goes once no stream is in progress, or after ``DRAIN_BUSY``
+        seconds whatever the streams: those it names are still served.
+        """
+        if self.closed or self.draining:
+            return
+        self.draining = self.loop.time() + DRAIN_BUSY
+        if not self.streams:
+            self._send_goaway()
+
+    def _send_goaway(self) -> None:
+        """A graceful GOAWAY: streams up to the last one received are served, then close.
+
+        h2 processes nothing after its own GOAWAY, so the frame is written
+        here and h2 goes on with the streams in progress; later streams are
+        ignored, and the connection closes ``DRAIN_GRACE`` after its last stream.
         """
         if self.closed or self.goaway_id >= 0:
             return
@@ -418,8 +466,7 @@ class H2Protocol(asyncio.Protocol):
         frame.error_code = ErrorCodes.NO_ERROR
         self.flush()
         self.transport.write(frame.serialize())
-        if not self.streams:
-            self.deadline = self.loop.time() + DRAIN_GRACE
+        self.deadline = self.loop.time() + DRAIN_GRACE
 
     def check_deadline(self, now: float) -> None:
         """The tick: budgets start over, and deadlines are checked."""
@@ -428,13 +475,19 @@ class H2Protocol(asyncio.Protocol):
         if self.write_paused or transport.is_closing():
             self._check_write(now)
             return
+        if self.closed:
+            if now >= self.deadline:
+                transport.close()
+            return
+        if self.draining and now >= self.draining:
+            self._send_goaway()
         if not self.streams:
             if self.deadline and now >= self.deadline:
                 if self.goaway_id >= 0:
                     self._close()
                 else:
                     logger.log(5, "closing idle connection from %s", format_client(self.client))
-                    self.goaway(ErrorCodes.NO_ERROR, "idle")
+                    self._send_goaway()
             return
         for stream in list(self.streams.values()):
             if stream.window_deadline and now >= stream.window_deadline:
