@@ -110,7 +110,16 @@ def test_flags_are_unique_and_parse() -> None:
 
 @pytest.mark.parametrize(
     "name",
-    ["cli.md", "migration.md", "index.md", "configuration.md", "deployment.md", "metrics.md"],
+    [
+        "cli.md",
+        "migration.md",
+        "index.md",
+        "configuration.md",
+        "deployment.md",
+        "metrics.md",
+        "http2.md",
+        "security.md",
+    ],
 )
 def test_docs_exist_and_local_links_resolve(name: str) -> None:
     path = DOCS / name
