@@ -27,6 +27,7 @@ from conftest import (
     ServerView,
     StartServer,
     client_context,
+    free_port,
     only_worker,
     running_server,
     wait_until,
@@ -332,6 +333,29 @@ def test_idle_connection_gets_goaway(start_server: StartServer) -> None:
         goaway = client.goaway(5)
         assert goaway.error_code == ErrorCodes.NO_ERROR
         assert goaway.last_stream_id == 1
+
+
+def test_access_log_and_metrics(start_server: StartServer, tmp_path: Path) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
+    multiproc = tmp_path / "multiproc"
+    multiproc.mkdir()
+    server = start_server(
+        APP,
+        "--http2-cleartext",
+        "--metrics-bind",
+        metrics,
+        env={"PROMETHEUS_MULTIPROC_DIR": str(multiproc)},
+    )
+
+    def scrape() -> str:
+        return httpx.get(f"http://{metrics}/metrics", timeout=5).text
+
+    with RawH2(server.host, server.port) as client:
+        assert client.response(client.request("/scope?x=1")).status == 200
+        wait_until(lambda: 'asgid_connections{protocol="http2"} 1.0' in scrape())
+    wait_until(lambda: 'asgid_connections{protocol="http2"} 0.0' in scrape())
+    assert 'asgid_requests_total{code="200",method="GET"} 1.0' in scrape()
+    wait_until(lambda: '"GET /scope?x=1 HTTP/2" 200' in server.output())
 
 
 # -- drain ---------------------------------------------------------------------------

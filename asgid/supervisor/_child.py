@@ -192,6 +192,7 @@ async def _serve(
             in_progress=stats.in_progress,
             connections=stats.connections,
             websockets=stats.websockets,
+            http2=stats.http2,
             lag=round(stats.loop_lag, 6),
             metrics=stats.metrics,
         )

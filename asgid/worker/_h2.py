@@ -138,11 +138,13 @@ class H2Protocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         state = self.state
         state.connections.add(self)
+        state.http2_connections += 1
         self.deadline = self.loop.time() + state.timeout_request_header
         self.flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.state.connections.discard(self)
+        self.state.http2_connections -= 1
         self.closed = True
         for stream in list(self.streams.values()):
             stream.disconnect()
