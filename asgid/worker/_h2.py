@@ -232,7 +232,7 @@ class H2Protocol(asyncio.Protocol):
         stream = H2Stream(self, stream_id, event.stream_ended is None)
         self.streams[stream_id] = stream
         try:
-            stream.scope = self._scope(event.headers)
+            stream.scope = self._scope(event.headers, stream)
         except BadRequest as exc:
             stream.refuse(exc.status, exc.reason)
             return
@@ -241,7 +241,7 @@ class H2Protocol(asyncio.Protocol):
             return
         stream.start()
 
-    def _scope(self, fields: Iterable[tuple[bytes, bytes]]) -> dict[str, Any]:
+    def _scope(self, fields: Iterable[tuple[bytes, bytes]], stream: H2Stream) -> dict[str, Any]:
         """The ASGI scope of a request; h2 has checked the pseudo-header rules."""
         state = self.state
         method = target = authority = b""
@@ -264,6 +264,7 @@ class H2Protocol(asyncio.Protocol):
                 if name == b"host":
                     host = True
                 headers.append((name, value))
+        stream.is_head = method == b"HEAD"
         if cookies:
             headers.append((b"cookie", b"; ".join(cookies)))
         if authority and not host:
@@ -604,7 +605,6 @@ class H2Stream:
 
     def start(self) -> None:
         state = self.conn.state
-        self.is_head = self.scope["method"] == "HEAD"
         if state.timed:
             self.start_time = time.perf_counter()
         self.task = state.new_task(self.run())
@@ -717,16 +717,18 @@ class H2Stream:
         self.status = status
         body = f"{status} {reason}\n".encode("utf-8", "replace")
         h2 = conn.conn
-        fits = len(body) <= h2.local_flow_control_window(self.stream_id)
         head = [
             (b":status", _STATUS[status]),
             *conn.state.defaults.fields(None),
             (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
         ]
-        if fits:
-            head.append((b"content-length", b"%d" % len(body)))
-        h2.send_headers(self.stream_id, head, end_stream=not fits)
-        if fits:
+        # The body goes when the window allows it at once; else the status alone.
+        sends = not self.is_head and len(body) <= h2.local_flow_control_window(self.stream_id)
+        if not sends and not self.is_head:
+            head.pop()
+        h2.send_headers(self.stream_id, head, end_stream=not sends)
+        if sends:
             h2.send_data(self.stream_id, body, end_stream=True)
         self.complete = True
         self.finished = True
