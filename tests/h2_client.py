@@ -48,6 +48,7 @@ class RawH2:
         self.events: list[h2.events.Event] = []
         self.closed = False
         self._buffer = b""
+        self.received = b""  # every byte the server sent
         self.flush()
 
     def __enter__(self) -> RawH2:
@@ -134,6 +135,7 @@ class RawH2:
         streams it names completed: like browsers and libcurl, this client
         takes the GOAWAY note itself and goes on reading those streams.
         """
+        self.received += data
         buffer = self._buffer + data
         start = 0
         while len(buffer) - start >= 9:

@@ -35,6 +35,7 @@ from conftest import (
 )
 from h2.errors import ErrorCodes
 from h2_client import Load, RawH2
+from hpack import Encoder, NeverIndexedHeaderTuple
 from hyperframe.frame import (
     ContinuationFrame,
     DataFrame,
@@ -280,6 +281,40 @@ def test_client_reset_mid_response_disconnects_the_app(h2c_server: Server) -> No
         client.flush()
         assert client.response(client.request("/")).status == 200
     assert "Traceback" not in view.output()
+
+
+BASE = [(b":method", b"GET"), (b":scheme", b"http"), (b":path", b"/"), (b":authority", b"a")]
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [*BASE, (b"X-Upper", b"1")],
+        [*BASE, (b"connection", b"keep-alive")],
+        [*BASE, (b"te", b"gzip")],
+        [*BASE, (b"x-space", b" leading")],
+        [*BASE, (b"x-nul", b"a\x00b")],
+        [BASE[0], BASE[1], BASE[3]],  # no :path
+        [*BASE[:2], (b"x-a", b"1"), *BASE[2:]],  # pseudo-header after a field
+        [*BASE, (b":method", b"POST")],  # repeated
+        [*BASE, (b":protocol", b"websocket")],
+    ],
+)
+def test_malformed_requests_reset_the_stream_only(
+    h2c_server: Server, fields: list[tuple[bytes, bytes]]
+) -> None:
+    with RawH2(h2c_server.host, h2c_server.port) as client:
+        # h2 opens stream 1 (its bytes are dropped) and the raw frame goes in
+        # their place; neither adds to an HPACK table, so both sides agree.
+        plain = [NeverIndexedHeaderTuple(n, v) for n, v in BASE]
+        client.conn.send_headers(1, plain, end_stream=True)
+        client.conn.data_to_send()
+        frame = HeadersFrame(1, flags=["END_HEADERS", "END_STREAM"])
+        frame.data = Encoder().encode([NeverIndexedHeaderTuple(n, v) for n, v in fields])
+        client.send_raw(frame)
+        assert client.response(1).reset == ErrorCodes.PROTOCOL_ERROR
+        # The connection goes on: the next stream is served.
+        assert client.response(client.request("/")).status == 200
 
 
 def test_limits_per_stream(start_server: StartServer) -> None:

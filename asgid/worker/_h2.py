@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
@@ -38,11 +39,13 @@ from h2.events import (
 )
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes, Settings
+from hpack import Encoder
 from hyperframe.frame import GoAwayFrame
 
 from .._exceptions import ClientDisconnected
 from ._access import format_client
 from ._h1 import BadRequest, InvalidMessage, check_field, split_target
+from ._hpack import StatelessEncoder
 from ._proxy import apply_proxy_headers
 from ._transport import reset
 from ._types import Message
@@ -57,6 +60,7 @@ STREAM_WINDOW = 262144  # request body bytes one stream may have buffered, unrea
 CONNECTION_WINDOW = 1048576  # the same for all streams of a connection together
 SMALL_WINDOW_UPDATE = 1024  # a WINDOW_UPDATE below this counts against the control budget
 FILE_CHUNK = 262144
+FLUSH_SIZE = 65536
 LINGER = 2.0  # seconds a closing connection reads and drops what still arrives
 DRAIN_GRACE = 1.0  # seconds a GOAWAY leaves for frames already in flight before the close
 # A draining connection's GOAWAY waits for a moment without streams in
@@ -72,8 +76,15 @@ _CONNECTION_FIELDS = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te"}
 )
 _NONE: frozenset[int] = frozenset()
+_NAME_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # a lower-case token (RFC 9113 8.2.1)
+_BAD_VALUE = re.compile(rb"[\0\r\n]|^[ \t]|[ \t]$")  # RFC 9113 8.2.1
+_NAMES_OK: set[bytes] = set()
 _STATUS = {code: str(code).encode() for code in range(100, 600)}
 _HOST_OK: set[bytes] = set()
+
+
+class Malformed(Exception):
+    """A request RFC 9113 calls malformed: the stream is reset with PROTOCOL_ERROR."""
 
 
 class H2Protocol(asyncio.Protocol):
@@ -105,13 +116,20 @@ class H2Protocol(asyncio.Protocol):
         self.control_frames = 0  # in the current tick: see _count()
         self.resets = 0
         self.doomed: set[int] | frozenset[int] = _NONE
+        self.flush_scheduled = False
+        self.unflushed = 0  # bytes of DATA queued in h2 since the last flush
         config = H2Configuration(
             client_side=False,
             header_encoding=None,
-            validate_outbound_headers=False,  # asgid checks what the app sends itself
+            # asgid checks the fields both ways itself (_scope, _start), at a
+            # fraction of the cost of h2's chain of generators.
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
+            validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
         conn = self.conn = H2Connection(config)
+        conn.encoder = cast(Encoder, StatelessEncoder())
         max_streams = state.http2_max_streams
         settings = Settings(
             client=False,
@@ -206,9 +224,25 @@ class H2Protocol(asyncio.Protocol):
         await self.drain_waiter
 
     def flush(self) -> None:
+        self.unflushed = 0
         data = self.conn.data_to_send()
         if data and not self.transport.is_closing():
             self.transport.write(data)
+
+    def flush_soon(self, size: int = 0) -> None:
+        """Write what h2 has queued once this loop iteration's streams have sent theirs
+        (one write, one TLS record, for many small responses); at once past 64 KiB."""
+        self.unflushed += size
+        if self.unflushed > FLUSH_SIZE:
+            self.flush()
+        elif not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._scheduled_flush)
+
+    def _scheduled_flush(self) -> None:
+        self.flush_scheduled = False
+        if not self.closed:
+            self.flush()
 
     # -- h2 events ---------------------------------------------------------------
 
@@ -233,6 +267,12 @@ class H2Protocol(asyncio.Protocol):
         self.streams[stream_id] = stream
         try:
             stream.scope = self._scope(event.headers, stream)
+        except Malformed as exc:  # a stream error (RFC 9113 8.1.1)
+            logger.debug("malformed request from %s: %s", format_client(self.client), exc)
+            del self.streams[stream_id]
+            self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            self._count("malformed requests")
+            return
         except BadRequest as exc:
             stream.refuse(exc.status, exc.reason)
             return
@@ -242,28 +282,45 @@ class H2Protocol(asyncio.Protocol):
         stream.start()
 
     def _scope(self, fields: Iterable[tuple[bytes, bytes]], stream: H2Stream) -> dict[str, Any]:
-        """The ASGI scope of a request; h2 has checked the pseudo-header rules."""
+        """The ASGI scope of a request; raises ``Malformed`` for what RFC 9113 8.2-8.3 forbid."""
         state = self.state
-        method = target = authority = b""
+        method = target = authority = pseudo_scheme = b""
         headers: list[tuple[bytes, bytes]] = []
         cookies: list[bytes] = []
         host = False
         for name, value in fields:
+            if _BAD_VALUE.search(value):
+                raise Malformed(f"field {name!r} has a forbidden character or whitespace")
             if name[:1] == b":":
-                if name == b":method":
+                if headers or cookies:
+                    raise Malformed("pseudo-header after a regular field")
+                if name == b":method" and not method:
                     method = value
-                elif name == b":path":
+                elif name == b":path" and not target:
                     target = value
-                elif name == b":authority":
+                elif name == b":authority" and not authority:
                     authority = value
-                elif name != b":scheme":  # the scheme is the connection's (or a proxy's)
-                    raise BadRequest(f"pseudo-header {name!r} is not supported", status=501)
-            elif name == b"cookie":
+                elif name == b":scheme" and not pseudo_scheme:
+                    pseudo_scheme = value  # the scope's is the connection's (or a proxy's)
+                else:
+                    raise Malformed(f"pseudo-header {name!r} unknown or repeated")
+                continue
+            if name not in _NAMES_OK:
+                if not _NAME_RE.fullmatch(name) or name in _CONNECTION_FIELDS:
+                    if name != b"te":
+                        raise Malformed(f"field name {name!r} not allowed")
+                elif len(_NAMES_OK) < 512:
+                    _NAMES_OK.add(name)
+            if name == b"te" and value != b"trailers":
+                raise Malformed("te other than trailers")
+            if name == b"cookie":
                 cookies.append(value)  # RFC 9113 8.2.3: one field for HTTP/1.1 semantics
             else:
                 if name == b"host":
                     host = True
                 headers.append((name, value))
+        if not method or not pseudo_scheme or (not target and method != b"CONNECT"):
+            raise Malformed("a pseudo-header is missing")
         stream.is_head = method == b"HEAD"
         if cookies:
             headers.append((b"cookie", b"; ".join(cookies)))
@@ -397,7 +454,7 @@ class H2Protocol(asyncio.Protocol):
                 self._reset(stream.stream_id, ErrorCodes.INTERNAL_ERROR)
             elif stream.more_body:  # answered before the body ended: stop the upload
                 self._reset(stream.stream_id, ErrorCodes.NO_ERROR)
-            self.flush()
+            self.flush_soon()
         if not self.streams:
             if self.draining:
                 self._send_goaway()
@@ -630,7 +687,7 @@ class H2Stream:
         """Give the window of a body the app will not read back to the connection."""
         if self.unacked and not self.conn.closed:
             self.conn.conn.acknowledge_received_data(self.unacked, self.stream_id)
-            self.conn.flush()
+            self.conn.flush_soon()
         self.unacked = 0
         self.body.clear()
 
@@ -740,7 +797,7 @@ class H2Stream:
             if conn.state.timed:
                 self.record()
             self.disconnect()  # the app's next receive() says so, its next send() raises
-        conn.flush()
+        conn.flush_soon()
 
     # -- receive -------------------------------------------------------------------
 
@@ -755,7 +812,7 @@ class H2Stream:
                     conn = self.conn
                     conn.conn.acknowledge_received_data(self.unacked, self.stream_id)
                     self.unacked = 0
-                    conn.flush()
+                    conn.flush_soon()
                     if more_body:
                         self.body_deadline = conn.loop.time() + conn.state.timeout_request_body
                 return {"type": "http.request", "body": body, "more_body": more_body}
@@ -834,7 +891,7 @@ class H2Stream:
         assert head is not None
         self.head = None
         self.conn.conn.send_headers(self.stream_id, head, end_stream=end_stream)
-        self.conn.flush()
+        self.conn.flush_soon()
 
     def _flush_head(self) -> None:
         if self.head is not None and not self.disconnected:
@@ -865,7 +922,7 @@ class H2Stream:
             self._send_head(end and not (sends_body and size))
         elif end and not (sends_body and size):
             self.conn.conn.end_stream(self.stream_id)
-            self.conn.flush()
+            self.conn.flush_soon()
         if sends_body:
             self.written += size
             if 0 <= self.expected < self.written:
@@ -898,7 +955,7 @@ class H2Stream:
             self.conn.conn.send_headers(self.stream_id, self.trailers, end_stream=True)
         else:
             self.conn.conn.end_stream(self.stream_id)
-        self.conn.flush()
+        self.conn.flush_soon()
         self._complete()
 
     def _complete(self) -> None:
@@ -927,7 +984,7 @@ class H2Stream:
             view = view[size:]
             h2.send_data(stream_id, chunk.tobytes(), end_stream=end and not view)
             self.window_deadline = 0.0
-            conn.flush()
+            conn.flush_soon(size)
             if conn.write_paused:
                 await conn.drain()
         if self.disconnected:
