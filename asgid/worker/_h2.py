@@ -46,7 +46,6 @@ from .._exceptions import ClientDisconnected
 from ._access import format_client
 from ._h1 import BadRequest, InvalidMessage, check_field, split_target
 from ._hpack import StatelessEncoder
-from ._proxy import apply_proxy_headers
 from ._transport import reset
 from ._types import Message
 
@@ -79,6 +78,7 @@ _NONE: frozenset[int] = frozenset()
 _NAME_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # a lower-case token (RFC 9113 8.2.1)
 _BAD_VALUE = re.compile(rb"[\0\r\n]|^[ \t]|[ \t]$")  # RFC 9113 8.2.1
 _NAMES_OK: set[bytes] = set()
+_METHOD_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # a token (RFC 9110 9.1)
 _STATUS = {code: str(code).encode() for code in range(100, 600)}
 _HOST_OK: set[bytes] = set()
 
@@ -321,6 +321,8 @@ class H2Protocol(asyncio.Protocol):
                 headers.append((name, value))
         if not method or not pseudo_scheme or (not target and method != b"CONNECT"):
             raise Malformed("a pseudo-header is missing")
+        if not _METHOD_RE.fullmatch(method):
+            raise Malformed(f"method {method[:20]!r} is not a token")
         stream.is_head = method == b"HEAD"
         if cookies:
             headers.append((b"cookie", b"; ".join(cookies)))
@@ -345,34 +347,12 @@ class H2Protocol(asyncio.Protocol):
             for name, value in headers:
                 if name == b"content-length" and value.isdigit() and int(value) > limit:
                     raise BadRequest(_too_large(limit), status=413)
-        if b"%" in raw_path:
-            from urllib.parse import unquote_to_bytes
-
-            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
-        else:
-            path = raw_path.decode("utf-8", "replace")
-        if state.root_path:
-            path = state.root_path + path
-            raw_path = state.root_path_bytes + raw_path
-        client, scheme = self.client, self.scheme
-        if state.proxies is not None:
-            client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
-        return {
-            "type": "http",
-            "asgi": state.asgi_info,
-            "http_version": "2",
-            "method": method.decode("ascii", "replace"),
-            "scheme": scheme,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": state.root_path,
-            "headers": headers,
-            "client": client,
-            "server": self.server,
-            "state": state.lifespan_state.copy(),
-            "extensions": {"http.response.pathsend": {}, "http.response.trailers": {}},
-        }
+        path, raw_path = state.request_path(raw_path)
+        extensions: dict[str, Any] = {"http.response.pathsend": {}, "http.response.trailers": {}}
+        return state.http_scope(
+            "2", method, path, raw_path, query, headers, self.client, self.server, self.scheme,
+            extensions,
+        )  # fmt: skip
 
     def _on_data(self, event: DataReceived) -> None:
         stream = self.streams.get(event.stream_id)
@@ -1035,12 +1015,7 @@ class H2Stream:
 
     def record(self) -> None:
         """The response is over: count it, and log it."""
-        state = self.conn.state
-        duration = time.perf_counter() - self.start_time
-        if state.stats is not None:
-            state.stats.record(self.scope["method"], self.status, duration, self.body_bytes)
-        if state.access_log:
-            state.access_log.log(self.scope, self.status, self.body_bytes, duration)
+        self.conn.state.record(self.scope, self.status, self.body_bytes, self.start_time)
 
 
 def _code_name(code: int | None) -> str:

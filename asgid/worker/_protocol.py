@@ -19,7 +19,6 @@ import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
-from urllib.parse import unquote_to_bytes
 
 import httptools
 
@@ -346,15 +345,7 @@ class HttpProtocol(asyncio.Protocol):
         method = self.method
         raw_path, query = split_target(method, self.url)
         self.deadline = 0.0
-        if b"%" in raw_path:
-            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
-        else:
-            path = raw_path.decode("utf-8", "replace")
-        if state.root_path:
-            # Like uvicorn (and the ASGI spec's reading of root_path), the
-            # scope's path includes the mount point; frameworks strip it.
-            path = state.root_path + path
-            raw_path = state.root_path_bytes + raw_path
+        path, raw_path = state.request_path(raw_path)
         keep_alive = parser.should_keep_alive() and not state.draining
         client, scheme = self.client, self.scheme
         if head.upgrade is not None:
@@ -364,27 +355,12 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive = False  # other upgrades are served as plain HTTP, then closed
         if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
             raise BadRequest("too many requests in progress (limit_concurrency)", status=503)
-        if state.proxies is not None:
-            client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
         extensions: dict[str, Any] = {"http.response.pathsend": {}}
         if head.trailers:
             extensions["http.response.trailers"] = {}
-        scope = {
-            "type": "http",
-            "asgi": state.asgi_info,
-            "http_version": version,
-            "method": method.decode("ascii"),
-            "scheme": scheme,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": state.root_path,
-            "headers": headers,
-            "client": client,
-            "server": self.server,
-            "state": state.lifespan_state.copy(),
-            "extensions": extensions,
-        }
+        scope = state.http_scope(
+            version, method, path, raw_path, query, headers, client, self.server, scheme, extensions
+        )
         response = Response(
             state.defaults,
             method=method,
@@ -904,13 +880,8 @@ class Cycle:
 
     def record(self) -> None:
         """The response is over: count it, and log it."""
-        state = self.conn.state
-        duration = time.perf_counter() - self.start_time
         response = self.response
-        if state.stats is not None:
-            state.stats.record(self.scope["method"], response.status, duration, response.body_bytes)
-        if state.access_log:
-            state.access_log.log(self.scope, response.status, response.body_bytes, duration)
+        self.conn.state.record(self.scope, response.status, response.body_bytes, self.start_time)
 
 
 class _Answered(Exception):
