@@ -11,8 +11,10 @@ their baseline.
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -60,9 +62,10 @@ def files(module_ca: trustme.CA, tmp_path_factory: pytest.TempPathFactory) -> di
     folder = tmp_path_factory.mktemp("h2files")
     certfile, keyfile = folder / "cert.pem", folder / "key.pem"
     write_cert(module_ca.issue_cert("127.0.0.1", "localhost"), certfile, keyfile)
+    (folder / "ca.pem").write_bytes(module_ca.cert_pem.bytes())
     payload = folder / "payload.bin"
     payload.write_bytes(bytes(range(256)) * (FILE_SIZE // 256) + b"x" * (FILE_SIZE % 256))
-    return {"cert": certfile, "key": keyfile, "payload": payload}
+    return {"cert": certfile, "key": keyfile, "payload": payload, "ca": folder / "ca.pem"}
 
 
 @pytest.fixture(scope="module")
@@ -159,6 +162,51 @@ def test_h2c_is_off_by_default(start_server: StartServer) -> None:
         assert not any(isinstance(e, h2.events.RemoteSettingsChanged) for e in client.events)
     with h2c_client() as client, pytest.raises(httpx.RemoteProtocolError):
         client.get(f"{server.url}/")
+
+
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+def test_curl_over_tls_and_h2c(
+    tls_server: Server, h2c_server: Server, files: dict[str, Path], tmp_path: Path
+) -> None:
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(files["ca"].read_bytes())
+    fmt = ["-s", "-w", "\\n%{http_version} %{http_code}"]
+    tls = subprocess.run(
+        [
+            "curl",
+            "--http2",
+            "--cacert",
+            str(ca_file),
+            *fmt,
+            f"https://127.0.0.1:{tls_server.port}/",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert tls.stdout.splitlines()[-1] == "2 200", tls
+    h2c = subprocess.run(
+        ["curl", "--http2-prior-knowledge", *fmt, f"{h2c_server.url}/stream?n=3"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert h2c.stdout.splitlines() == ["chunk0", "chunk1", "chunk2", "", "2 200"], h2c
+
+
+@pytest.mark.skipif(shutil.which("nghttp") is None, reason="nghttp (nghttp2-client) is missing")
+def test_nghttp_h2c_with_a_body(h2c_server: Server, tmp_path: Path) -> None:
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(b"n" * 300_000)
+    result = subprocess.run(
+        ["nghttp", "-s", "-d", str(upload), f"{h2c_server.url}/echo"],
+        capture_output=True,
+        timeout=20,
+    )
+    # nghttp exits 0 even when it fails: its statistics say whether the stream ended.
+    assert b"[ERROR]" not in result.stdout + result.stderr, result
+    assert result.stdout.startswith(b"n" * 300_000)
+    assert b"Request timing" in result.stdout
 
 
 # -- the ASGI cycle ----------------------------------------------------------------
