@@ -20,7 +20,8 @@ from ._proxy import TrustedProxies, apply_proxy_headers
 from ._stats import RequestStats
 
 if TYPE_CHECKING:
-    from ._h2 import H2Protocol, H2Stream
+    from ._h2 import H2Protocol
+    from ._h2stream import H2Stream
     from ._protocol import Cycle, HttpProtocol
     from ._types import ASGIApp
     from ._websocket import WebSocketSession
