@@ -380,6 +380,38 @@ def test_limits_per_stream(start_server: StartServer) -> None:
         assert client.response(client.request("/")).status == 200
 
 
+def test_proxy_headers_and_root_path(start_server: StartServer) -> None:
+    server = start_server(
+        APP, "--http2-cleartext", "--proxy-headers", "--root-path", "/api", *QUIET
+    )
+    forwarded = {"x-forwarded-for": "203.0.113.7", "x-forwarded-proto": "https"}
+    with h2c_client() as client:
+        scope = client.get(f"{server.url}/scope", headers=forwarded).json()
+    assert scope["client"][0] == "203.0.113.7"
+    assert scope["scheme"] == "https"
+    assert scope["root_path"] == "/api"
+    assert scope["path"] == "/api/scope"
+
+
+def test_connection_loss_disconnects_the_app(h2c_server: Server) -> None:
+    view = ServerView(h2c_server)
+    client = RawH2(h2c_server.host, h2c_server.port)
+    with client:
+        client.request("/wait-disconnect")
+        wait_until(lambda: "EVENT body complete" in view.output())
+    wait_until(lambda: "EVENT got http.disconnect" in view.output())
+    assert "Traceback" not in view.output()
+
+
+def test_a_body_that_stops_coming_gets_408(start_server: StartServer) -> None:
+    server = start_server(APP, "--http2-cleartext", "--timeout-request-body", "1", *QUIET)
+    with RawH2(server.host, server.port) as client:
+        stream_id = client.request("/echo", method="POST", body=b"part", end=False)
+        response = client.response(stream_id, timeout=10)
+        assert response.status == 408
+        assert client.response(client.request("/")).status == 200  # the connection goes on
+
+
 def test_limit_concurrency_counts_streams(start_server: StartServer) -> None:
     server = start_server(APP, "--http2-cleartext", "--limit-concurrency", "2", *QUIET)
     with RawH2(server.host, server.port) as client:
