@@ -308,7 +308,10 @@ class _H2Run:
             self.problems.append(Problem("server state not cleaned up", repr(leftovers)))
         if transport.late:
             self.problems.append(Problem("write after close()", repr(bytes(transport.late[:80]))))
-        self.problems.extend(check_frames(bytes(transport.wire)))
+        largest = 16384 + max(
+            (arg for kind, arg in self.scenario.steps if kind == "settings"), default=0
+        )
+        self.problems.extend(check_frames(bytes(transport.wire), largest))
         clean = self.scenario.clean and client is not None
         if clean and self.spec.finite and self.scenario.writes != "stuck":
             assert client is not None
@@ -316,8 +319,11 @@ class _H2Run:
 
     def _check_answers(self, client: h2.connection.H2Connection, streams: list[int]) -> None:
         """The client reads the answers: each stream it opened ends, or a GOAWAY comes."""
+        events: list[h2.events.Event] = []
         try:
-            events = client.receive_data(self.before_timeouts)
+            # Frame by frame: h2 applies a SETTINGS ACK's frame size to the next read only.
+            for frame in _frames(self.before_timeouts):
+                events += client.receive_data(frame)
         except h2.exceptions.ProtocolError as exc:
             self.problems.append(Problem("the client's h2 refuses the server's frames", repr(exc)))
             return
@@ -374,7 +380,15 @@ def _cut(data: bytes, sizes: tuple[int, ...]) -> Iterator[bytes]:
         yield data[pos:]
 
 
-def check_frames(wire: bytes) -> list[Problem]:
+def _frames(wire: bytes) -> Iterator[bytes]:
+    pos = 0
+    while pos < len(wire):
+        end = pos + 9 + int.from_bytes(wire[pos : pos + 3], "big")
+        yield wire[pos:end]
+        pos = end
+
+
+def check_frames(wire: bytes, max_frame_size: int = 16384) -> list[Problem]:
     """The server's bytes: whole frames, SETTINGS first, on stream 0 or odd (client) streams."""
     pos = 0
     first = True
@@ -385,7 +399,7 @@ def check_frames(wire: bytes) -> list[Problem]:
             frame, length = Frame.parse_frame_header(memoryview(wire[pos : pos + 9]))
         except Exception as exc:
             return [Problem("malformed frame header", f"{wire[pos : pos + 9]!r}: {exc!r}")]
-        if length > 16384:
+        if length > max_frame_size:
             return [Problem("frame larger than the client's max frame size", str(length))]
         if len(wire) - pos - 9 < length:
             return [Problem("truncated frame", f"{type(frame).__name__} of {length} bytes")]

@@ -417,6 +417,8 @@ class H2Protocol(asyncio.Protocol):
             return
         del self.streams[stream.stream_id]
         stream.release_body()
+        if self.closed:
+            return  # lingering or gone: no frames, no new deadline
         if not stream.disconnected and not self.closed:
             if not stream.complete:
                 self._reset(stream.stream_id, ErrorCodes.INTERNAL_ERROR)
