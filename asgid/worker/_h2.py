@@ -101,8 +101,9 @@ class H2Protocol(asyncio.Protocol):
         self.closed = False  # no more frames are read: a GOAWAY ended the connection
         self.goaway_id = -1  # the last stream id a graceful GOAWAY promised to serve
         self.draining = 0.0  # when set: the time by which the GOAWAY goes, idle or not
-        self.control_frames = 0  # in the current tick: see _count()
+        self.control_frames = 0  # in the current second: see _count()
         self.resets = 0
+        self.budget_until = 0.0  # when the budgets start over
         self.doomed: set[int] | frozenset[int] = _NONE
         self.flush_scheduled = False
         self.unflushed = 0  # bytes of DATA queued in h2 since the last flush
@@ -419,7 +420,7 @@ class H2Protocol(asyncio.Protocol):
         stream.release_body()
         if self.closed:
             return  # lingering or gone: no frames, no new deadline
-        if not stream.disconnected and not self.closed:
+        if not stream.disconnected:
             if not stream.complete:
                 self._reset(stream.stream_id, ErrorCodes.INTERNAL_ERROR)
             elif stream.more_body:  # answered before the body ended: stop the upload
@@ -495,12 +496,15 @@ class H2Protocol(asyncio.Protocol):
         frame.last_stream_id = self.goaway_id
         frame.error_code = ErrorCodes.NO_ERROR
         self.flush()
-        self.transport.write(frame.serialize())
+        if not self.transport.is_closing():
+            self.transport.write(frame.serialize())
         self.deadline = self.loop.time() + DRAIN_GRACE
 
     def check_deadline(self, now: float) -> None:
-        """The tick: budgets start over, and deadlines are checked."""
-        self.control_frames = self.resets = 0
+        """The tick: budgets start over each second, and deadlines are checked."""
+        if now >= self.budget_until:  # a draining worker calls this 20 times a second
+            self.control_frames = self.resets = 0
+            self.budget_until = now + 0.9  # the tick comes every second, give or take
         transport = self.transport
         if self.write_paused or transport.is_closing():
             self._check_write(now)
