@@ -474,11 +474,13 @@ class H2Protocol(asyncio.Protocol):
         """Draining: GOAWAY naming the last stream served, finish those, then close.
 
         The GOAWAY goes once no stream is in progress, or after ``DRAIN_BUSY``
-        seconds whatever the streams: those it names are still served.
+        seconds (half the graceful timeout if that is shorter) whatever the
+        streams: those it names are still served.
         """
         if self.closed or self.draining:
             return
-        self.draining = self.loop.time() + DRAIN_BUSY
+        busy = min(DRAIN_BUSY, self.state.graceful_timeout / 2)
+        self.draining = self.loop.time() + busy
         if not self.streams:
             self._send_goaway()
 

@@ -66,6 +66,7 @@ class ServerState:
         self.http2_max_control_frames = http.http2_max_control_frames
         self.http2_max_resets = http.http2_max_resets
         self.http2_connections = 0
+        self.graceful_timeout = config.workers.graceful_timeout
         self.websocket = config.websocket
         self.connections: set[HttpProtocol | H2Protocol] = set()
         self.websockets: set[WebSocketSession] = set()
