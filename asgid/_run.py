@@ -147,7 +147,8 @@ class Server:
         settings = config.settings
         app = load_app(settings.app) if isinstance(config.app, str) else config.app
         loop = asyncio.get_running_loop()
-        ssl_context = make_ssl_context(settings.server)  # before binding: a bad key leaks nothing
+        # Before binding: a bad key leaks nothing.
+        ssl_context = make_ssl_context(settings.server, http2=settings.http.http2)
         owned = sockets is None
         listeners = bind_all(settings.server) if sockets is None else sockets
         worker = Worker(settings, app, ssl_context=ssl_context)

@@ -15,8 +15,11 @@ if TYPE_CHECKING:
     import ssl
 
 
-def make_ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
+def make_ssl_context(settings: ServerSettings, *, http2: bool = False) -> ssl.SSLContext | None:
     """The TLS context for ``ssl_*`` settings, or None when TLS is off.
+
+    ALPN offers ``h2`` before ``http/1.1`` when ``http2`` is on; a client that
+    offers neither (or no ALPN at all) gets HTTP/1.1.
 
     TLS 1.2 is the oldest version offered; renegotiation is refused (HTTP/1.1
     never needs it, and a client could use it to make the server repeat the
@@ -58,7 +61,7 @@ def make_ssl_context(settings: ServerSettings) -> ssl.SSLContext | None:
             context.set_ciphers(settings.ssl_ciphers)
         except ssl.SSLError as exc:
             raise OSError(f"ssl_ciphers {settings.ssl_ciphers!r}: {exc}") from exc
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(["h2", "http/1.1"] if http2 else ["http/1.1"])
     return context
 
 

@@ -305,6 +305,45 @@ class HttpSettings:
         'CLI: `--header "name: value"`, repeatable.',
         "--header",
     )
+    http2: bool = setting(
+        _kinds.BOOL,
+        True,
+        "Offer HTTP/2 on TLS listeners: ALPN lists `h2`, then `http/1.1`. uvicorn's "
+        "`--http2` and `--http h2` turn it on; `--no-http2` serves HTTP/1.1 only.",
+        "--http2",
+    )
+    http2_cleartext: bool = setting(
+        _kinds.BOOL,
+        False,
+        "Accept HTTP/2 with prior knowledge (h2c: the client opens with the HTTP/2 "
+        "connection preface) on cleartext listeners, next to HTTP/1.1 on the same port.",
+        "--http2-cleartext",
+    )
+    http2_max_concurrent_streams: int = setting(
+        _kinds.INT,
+        100,
+        "Streams one HTTP/2 connection may have in progress; more are refused "
+        "(RST_STREAM REFUSED_STREAM).",
+        "--http2-max-concurrent-streams",
+        minimum=1,
+    )
+    http2_max_control_frames: int = setting(
+        _kinds.INT,
+        1000,
+        "PING, SETTINGS, PRIORITY, empty DATA, tiny WINDOW_UPDATE, unknown frames and "
+        "refused streams one HTTP/2 connection may cause per second; above it GOAWAY "
+        "ENHANCE_YOUR_CALM (the 2019 flood attacks).",
+        "--http2-max-control-frames",
+        minimum=10,
+    )
+    http2_max_resets: int = setting(
+        _kinds.INT,
+        200,
+        "Streams one HTTP/2 client may reset (RST_STREAM) per second; above it GOAWAY "
+        "ENHANCE_YOUR_CALM (rapid reset, CVE-2023-44487).",
+        "--http2-max-resets",
+        minimum=1,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,15 +59,10 @@ class Option:
 OPTIONS = (
     Option(
         "http",
-        frozenset({"auto", "httptools"}),
+        # h2: HTTP/2 is offered on TLS listeners anyway ([http].http2, on by default).
+        frozenset({"auto", "httptools", "h2"}),
         "--http {value}: asgid parses HTTP/1.1 with httptools (llhttp) whatever is asked",
-        choices=("auto", "h11", "httptools", "zttp"),
-    ),
-    Option(
-        "http2",
-        frozenset(),
-        "--http2: asgid does not serve HTTP/2 yet; clients get HTTP/1.1",
-        takes_value=False,
+        choices=("auto", "h11", "httptools", "h2", "zttp"),
     ),
     Option(
         "ws",

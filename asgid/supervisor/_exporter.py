@@ -178,8 +178,10 @@ class _Collector:
             "asgid_connections", "Open client connections.", labels=["protocol"]
         )
         websockets = sum(int(d.get("websockets", 0)) for d in live)
+        http2 = sum(int(d.get("http2", 0)) for d in live)
         total_connections = sum(int(d.get("connections", 0)) for d in live)
-        connections.add_metric(["http"], total_connections - websockets)
+        connections.add_metric(["http"], total_connections - websockets - http2)
+        connections.add_metric(["http2"], http2)
         connections.add_metric(["websocket"], websockets)
         yield connections
         workers = GaugeMetricFamily("asgid_workers", "Worker processes by state.", labels=["state"])

@@ -76,7 +76,7 @@ def preflight(config: Config) -> tuple[int, int]:
     """
     ids = worker_ids(config.process)
     try:
-        make_ssl_context(config.server)
+        make_ssl_context(config.server, http2=config.http.http2)
     except (OSError, ValueError) as exc:
         raise ConfigError(str(exc), key="server.ssl_certfile") from None
     return ids

@@ -192,7 +192,15 @@ def http_date(epoch: float) -> bytes:
 class ResponseDefaults:
     """Headers every response carries; the worker refreshes the date once a second."""
 
-    __slots__ = ("_date_line", "_static", "_static_lines", "date_header", "names", "suffix")
+    __slots__ = (
+        "_date_line",
+        "_static",
+        "_static_lines",
+        "date",
+        "date_header",
+        "names",
+        "suffix",
+    )
 
     def __init__(
         self,
@@ -209,13 +217,21 @@ class ResponseDefaults:
         self._static = static
         self._static_lines = b"".join(b"%s: %s\r\n" % pair for pair in static)
         self.date_header = date_header
-        self._date_line = self.suffix = b""
+        self._date_line = self.suffix = self.date = b""
         self.set_date(0.0)
 
     def set_date(self, epoch: float) -> None:
         if self.date_header:
-            self._date_line = b"date: " + http_date(epoch) + b"\r\n"
+            self.date = http_date(epoch)
+            self._date_line = b"date: " + self.date + b"\r\n"
         self.suffix = self._static_lines + self._date_line
+
+    def fields(self, names: set[bytes] | None) -> list[tuple[bytes, bytes]]:
+        """The default header fields (HTTP/2) minus those in ``names``."""
+        pairs = [pair for pair in self._static if names is None or pair[0] not in names]
+        if self.date_header and (names is None or b"date" not in names):
+            pairs.append((b"date", self.date))
+        return pairs
 
     def without(self, names: set[bytes]) -> bytes:
         """The default header lines minus those the application overrode."""

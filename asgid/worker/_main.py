@@ -151,7 +151,7 @@ def _run(
 
     # Before dropping privileges: the key may be readable by root only.
     try:
-        ssl_context = make_ssl_context(config.server)
+        ssl_context = make_ssl_context(config.server, http2=config.http.http2)
     except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
         return boot_failed(f"TLS: {exc}")
     try:
@@ -209,6 +209,7 @@ async def _serve(
             in_progress=stats.in_progress,
             connections=stats.connections,
             websockets=stats.websockets,
+            http2=stats.http2,
             lag=round(stats.loop_lag, 6),
             metrics=stats.metrics,
         )

@@ -19,7 +19,6 @@ import os
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
-from urllib.parse import unquote_to_bytes
 
 import httptools
 
@@ -55,6 +54,7 @@ DRAIN_GRACE = 1.0  # seconds a draining worker waits for an idle connection's ne
 LINGER = 2.0  # seconds an error response waits, reading and dropping, before closing
 _NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # how an HTTP/2 client with prior knowledge begins
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
@@ -81,6 +81,8 @@ class HttpProtocol(asyncio.Protocol):
         "read_paused",
         "scheme",
         "server",
+        "sniffed",
+        "sniffing",
         "state",
         "trailer_fields",
         "transport",
@@ -124,6 +126,8 @@ class HttpProtocol(asyncio.Protocol):
         self.pending_error = b""
         self.upgrade: WebSocketSession | None = None  # accepted Upgrade head, not yet switched
         self.ws: WebSocketSession | None = None
+        self.sniffing = state.http2_cleartext and not tls  # an h2c preface may come first
+        self.sniffed = b""
 
     # -- asyncio callbacks -------------------------------------------------
 
@@ -136,6 +140,11 @@ class HttpProtocol(asyncio.Protocol):
         else:
             self.server = _address(sockname)
         state = self.state
+        if self.scheme == "https" and state.http2:
+            ssl_object = transport.get_extra_info("ssl_object")
+            if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
+                self._switch_to_h2(b"")
+                return
         state.connections.add(self)
         # The loop's clock, not the tick's state.now: that one may be a second old,
         # which would cut timeouts short.
@@ -185,6 +194,10 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.closing:
             return
+        if self.sniffing:
+            data = self._sniff(data)
+            if not data:
+                return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -212,6 +225,39 @@ class HttpProtocol(asyncio.Protocol):
             self.fail(505 if "HTTP version" in reason else 400, reason)
         else:
             self._count_head_bytes(len(data))
+
+    def _sniff(self, data: bytes) -> bytes:
+        """The first bytes of a cleartext connection: HTTP/2 with prior knowledge, or not.
+
+        Returns what HTTP/1.1 should parse: b"" while a preface may still be
+        arriving, or once the connection has gone over to HTTP/2.
+        """
+        data = self.sniffed + data
+        if data[: len(PREFACE)] != PREFACE[: len(data)]:
+            self.sniffing = False
+            self.sniffed = b""
+            return data
+        if len(data) < len(PREFACE):
+            self.sniffed = data
+            return b""
+        self.sniffing = False
+        self.sniffed = b""
+        self.state.connections.discard(self)
+        self.closing = True
+        self._switch_to_h2(data)
+        return b""
+
+    def _switch_to_h2(self, data: bytes) -> None:
+        from ._h2 import H2Protocol  # h2 is imported by the first HTTP/2 connection
+
+        protocol = H2Protocol(
+            self.state, tls=self.scheme == "https", client=self.client, server=self.server
+        )
+        transport = self.transport
+        transport.set_protocol(protocol)
+        protocol.connection_made(transport)
+        if data:
+            protocol.data_received(data)
 
     def _after_last_request(self) -> bool:
         return self.closing and self.cycle is None
@@ -300,15 +346,7 @@ class HttpProtocol(asyncio.Protocol):
         method = self.method
         raw_path, query = split_target(method, self.url)
         self.deadline = 0.0
-        if b"%" in raw_path:
-            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
-        else:
-            path = raw_path.decode("utf-8", "replace")
-        if state.root_path:
-            # Like uvicorn (and the ASGI spec's reading of root_path), the
-            # scope's path includes the mount point; frameworks strip it.
-            path = state.root_path + path
-            raw_path = state.root_path_bytes + raw_path
+        path, raw_path = state.request_path(raw_path)
         keep_alive = parser.should_keep_alive() and not state.draining
         client, scheme = self.client, self.scheme
         if head.upgrade is not None:
@@ -318,27 +356,12 @@ class HttpProtocol(asyncio.Protocol):
             keep_alive = False  # other upgrades are served as plain HTTP, then closed
         if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
             raise BadRequest("too many requests in progress (limit_concurrency)", status=503)
-        if state.proxies is not None:
-            client, scheme = apply_proxy_headers(state.proxies, headers, client, scheme)
         extensions: dict[str, Any] = {"http.response.pathsend": {}}
         if head.trailers:
             extensions["http.response.trailers"] = {}
-        scope = {
-            "type": "http",
-            "asgi": state.asgi_info,
-            "http_version": version,
-            "method": method.decode("ascii"),
-            "scheme": scheme,
-            "path": path,
-            "raw_path": raw_path,
-            "query_string": query,
-            "root_path": state.root_path,
-            "headers": headers,
-            "client": client,
-            "server": self.server,
-            "state": state.lifespan_state.copy(),
-            "extensions": extensions,
-        }
+        scope = state.http_scope(
+            version, method, path, raw_path, query, headers, client, self.server, scheme, extensions
+        )
         response = Response(
             state.defaults,
             method=method,
@@ -855,13 +878,8 @@ class Cycle:
 
     def record(self) -> None:
         """The response is over: count it, and log it."""
-        state = self.conn.state
-        duration = time.perf_counter() - self.start_time
         response = self.response
-        if state.stats is not None:
-            state.stats.record(self.scope["method"], response.status, duration, response.body_bytes)
-        if state.access_log:
-            state.access_log.log(self.scope, response.status, response.body_bytes, duration)
+        self.conn.state.record(self.scope, response.status, response.body_bytes, self.start_time)
 
 
 class _Answered(Exception):

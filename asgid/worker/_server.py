@@ -56,6 +56,7 @@ class Stats:
     in_progress: int
     connections: int
     websockets: int
+    http2: int  # of the connections: HTTP/2 ones
     loop_lag: float
     metrics: dict[str, Any] | None  # cumulative request counts, when they are kept
 
@@ -169,6 +170,7 @@ class Worker:
             in_progress=state.in_progress,
             connections=len(state.connections),
             websockets=len(state.websockets),
+            http2=state.http2_connections,
             loop_lag=lag,
             metrics=state.stats.snapshot() if state.stats is not None else None,
         )

@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
+from urllib.parse import unquote_to_bytes
 
 from ..config import Config
 from ._access import AccessLog
 from ._h1 import STATUS_LINES, ResponseDefaults
-from ._proxy import TrustedProxies
+from ._proxy import TrustedProxies, apply_proxy_headers
 from ._stats import RequestStats
 
 if TYPE_CHECKING:
+    from ._h2 import H2Protocol
+    from ._h2stream import H2Stream
     from ._protocol import Cycle, HttpProtocol
     from ._types import ASGIApp
     from ._websocket import WebSocketSession
@@ -56,10 +60,17 @@ class ServerState:
         self.max_header_size = http.max_header_size
         self.max_request_line = http.max_request_line
         self.max_headers = http.max_headers
+        self.http2 = http.http2
+        self.http2_cleartext = http.http2_cleartext
+        self.http2_max_streams = http.http2_max_concurrent_streams
+        self.http2_max_control_frames = http.http2_max_control_frames
+        self.http2_max_resets = http.http2_max_resets
+        self.http2_connections = 0
+        self.graceful_timeout = config.workers.graceful_timeout
         self.websocket = config.websocket
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[HttpProtocol | H2Protocol] = set()
         self.websockets: set[WebSocketSession] = set()
-        self.cycles: set[Cycle] = set()
+        self.cycles: set[Cycle | H2Stream] = set()
         self.now = loop.time()
         # Tasks named up front: 3.11 formats a "Task-N" name for each one otherwise.
         if loop.get_task_factory() is None:
@@ -71,6 +82,63 @@ class ServerState:
         self.draining = False
         self.requests = 0  # requests finished by this worker
         self.in_progress = 0
+
+    # -- what HTTP/1.1 and HTTP/2 requests share ---------------------------------
+
+    def request_path(self, raw_path: bytes) -> tuple[str, bytes]:
+        """``(path, raw_path)`` of the scope: decoded, below ``root_path``.
+
+        Like uvicorn (and the ASGI spec's reading of root_path), the scope's
+        path includes the mount point; frameworks strip it.
+        """
+        if b"%" in raw_path:
+            path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
+        else:
+            path = raw_path.decode("utf-8", "replace")
+        if self.root_path:
+            return self.root_path + path, self.root_path_bytes + raw_path
+        return path, raw_path
+
+    def http_scope(
+        self,
+        version: str,
+        method: bytes,
+        path: str,
+        raw_path: bytes,
+        query: bytes,
+        headers: list[tuple[bytes, bytes]],
+        client: tuple[str, int] | None,
+        server: tuple[str, int | None] | None,
+        scheme: str,
+        extensions: dict[str, Any],
+    ) -> dict[str, Any]:
+        """The scope of an ``http`` request, trusted proxy headers applied."""
+        if self.proxies is not None:
+            client, scheme = apply_proxy_headers(self.proxies, headers, client, scheme)
+        return {
+            "type": "http",
+            "asgi": self.asgi_info,
+            "http_version": version,
+            "method": method.decode("ascii"),
+            "scheme": scheme,
+            "path": path,
+            "raw_path": raw_path,
+            "query_string": query,
+            "root_path": self.root_path,
+            "headers": headers,
+            "client": client,
+            "server": server,
+            "state": self.lifespan_state.copy(),
+            "extensions": extensions,
+        }
+
+    def record(self, scope: dict[str, Any], status: int, body_bytes: int, start: float) -> None:
+        """A response is over: count it, and log it (``start``: perf_counter at its start)."""
+        duration = time.perf_counter() - start
+        if self.stats is not None:
+            self.stats.record(scope["method"], status, duration, body_bytes)
+        if self.access_log:
+            self.access_log.log(scope, status, body_bytes, duration)
 
     def error_response(self, status: int, reason: str, *, head: bool = False) -> bytes:
         """A complete plain-text response that closes the connection.

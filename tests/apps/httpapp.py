@@ -335,6 +335,25 @@ async def r_trailers(scope, receive, send, args):
         )
 
 
+BARRIER = {"waiting": 0, "event": None}
+
+
+async def r_barrier(scope, receive, send, args):
+    """Answer once ``n`` requests are in progress at the same time (503 after 10 s)."""
+    if BARRIER["event"] is None or BARRIER["event"].is_set():
+        BARRIER["event"], BARRIER["waiting"] = asyncio.Event(), 0
+    event = BARRIER["event"]
+    BARRIER["waiting"] += 1
+    if BARRIER["waiting"] >= int(args.get("n", "2")):
+        event.set()
+    try:
+        await asyncio.wait_for(event.wait(), 10)
+    except asyncio.TimeoutError:
+        await respond(send, status=503, body=b"barrier not reached")
+        return
+    await respond(send, body=b"together")
+
+
 async def r_log_stderr(scope, receive, send, args):
     print("app stderr line", file=sys.stderr, flush=True)
     await respond(send, body=b"ok")
@@ -365,4 +384,5 @@ ROUTES = {
     "/pathsend": r_pathsend,
     "/trailers": r_trailers,
     "/log-stderr": r_log_stderr,
+    "/barrier": r_barrier,
 }

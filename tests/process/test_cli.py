@@ -328,7 +328,9 @@ UVICORN_FLAGS: list[tuple[list[str], dict[str, Any]]] = [
     (["--loop", "auto"], {"workers.loop": "auto"}),
     (["--http", "h11"], {}),
     (["--http", "auto"], {}),
-    (["--http2"], {}),
+    (["--http", "h2"], {}),
+    (["--http2"], {"http.http2": True}),
+    (["--no-http2"], {"http.http2": False}),
     (["--ws", "wsproto"], {}),
     (["--ws", "websockets-sansio"], {}),
     (["--ws", "none"], {}),
@@ -414,7 +416,6 @@ def test_the_table_covers_every_uvicorn_option() -> None:
     ("argv", "warning"),
     [
         (["--http", "h11"], "--http h11: asgid parses HTTP/1.1 with httptools"),
-        (["--http2"], "--http2: asgid does not serve HTTP/2 yet"),
         (["--ws", "wsproto"], "--ws wsproto: asgid serves WebSockets with the websockets"),
         (["--ssl-version", "2"], "--ssl-version 2: asgid negotiates TLS 1.2 or newer"),
         (["--use-colors"], "--use-colors: asgid never colours its log lines"),

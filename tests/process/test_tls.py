@@ -175,14 +175,19 @@ def test_tls_1_2_and_1_3_are_served(
         assert get(sock, "/").startswith(b"HTTP/1.1 200")
 
 
-def test_alpn_selects_http_1_1(
+def test_alpn_selects_h2_then_http_1_1(
     start_server: StartServer, ca: trustme.CA, tls_files: tuple[Path, Path]
 ) -> None:
     server = start_tls(start_server, tls_files)
     context = client_context(ca)
     context.set_alpn_protocols(["h2", "http/1.1"])
     with tls_connection(server, context) as sock:
+        assert sock.selected_alpn_protocol() == "h2"
+    context = client_context(ca)
+    context.set_alpn_protocols(["http/1.1"])
+    with tls_connection(server, context) as sock:
         assert sock.selected_alpn_protocol() == "http/1.1"
+        assert get(sock, "/").startswith(b"HTTP/1.1 200")
 
 
 def test_ciphers_setting_limits_tls_1_2_ciphers(

@@ -11,6 +11,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from fuzz_h2 import REQUESTS, H2Scenario, h2_scenarios, run_h2_scenario
 from fuzz_harness import (
     APPS,
     CONFIGS,
@@ -299,3 +300,39 @@ CLOSE_FRAME = b"\x88\x82\x01\x02\x03\x04\x02\xea"  # masked close, code 1000
 )
 def test_found_by_fuzzing(data: bytes, app: str, category: str) -> None:
     assert category not in play(data, app, "reset")  # the client then resets the connection
+
+
+# -- HTTP/2 (tests/protocol/fuzz_h2.py) --------------------------------------------------------
+
+
+@pytest.mark.parametrize("app", sorted(APPS))
+def test_h2_corpus_as_is(app: str) -> None:
+    failures = []
+    for config in CONFIGS:
+        for index in range(len(REQUESTS)):
+            for writes in WRITE_MODES:
+                scenario = H2Scenario(
+                    steps=(("request", index), ("request", 0)),
+                    chunks=(),
+                    events=(),
+                    app=app,
+                    config=config,
+                    writes=writes,
+                )
+                outcome = run_h2_scenario(scenario)
+                if outcome.problems:
+                    failures.append(f"{scenario}: {outcome.problems} {outcome.wire[:300]!r}")
+    assert not failures, "\n\n".join(failures[:3])
+
+
+@settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(h2_scenarios())
+def test_fuzzed_h2_streams(scenario: H2Scenario) -> None:
+    outcome = run_h2_scenario(scenario)
+    assert not outcome.problems, f"{scenario}: {outcome.problems} {outcome.wire[:300]!r}"

@@ -527,14 +527,15 @@ def test_run_keywords_accept_uvicorns_implementation_choices() -> None:
     same = {"http": "httptools", "ws": "websockets-sansio", "use_colors": False}
     assert overrides_from_kwargs(same) == {}
     assert uvicorn_warnings(same) == []
-    other = {"http": "h11", "ws": "wsproto", "ssl_version": 17, "http2": True}
+    other = {"http": "h11", "ws": "wsproto", "ssl_version": 17}
     assert overrides_from_kwargs(other) == {}
     assert [text.split(":")[0] for text in uvicorn_warnings(other)] == [
         "--http h11",
         "--ws wsproto",
         "--ssl-version 17",
-        "--http2",
     ]
+    assert uvicorn_warnings({"http": "h2"}) == []  # HTTP/2 is on by default on TLS
+    assert overrides_from_kwargs({"http2": True}) == {"http.http2": True}
     assert overrides_from_kwargs({"loop": "asyncio"}) == {"workers.loop": "asyncio"}
     with pytest.raises(ConfigError, match="expected one of auto, uvloop, asyncio"):
         load_config(overrides={**TARGET, **overrides_from_kwargs({"loop": "zuvloop"})})

@@ -112,6 +112,8 @@ def test_flags_are_unique_and_parse() -> None:
         "deployment.md",
         "metrics.md",
         "kubernetes.md",
+        "http2.md",
+        "security.md",
     ],
 )
 def test_docs_exist_and_local_links_resolve(name: str) -> None:
