@@ -482,6 +482,7 @@ class Master:
                 continue  # its pipe's end tells the loop
             if worker is None and pid not in self.channels:
                 logger.debug("reaped pid %d, not a worker (%s)", pid, _how(code))
+                continue  # an orphan adopted as subreaper or PID 1: nothing else to do
             # Read what the worker said last (READY/BOOT_FAILED) before its exit.
             if pid in self.channels:
                 self._read_channel(pid)
