@@ -52,6 +52,7 @@ class H2Stream:
         "complete",
         "conn",
         "disconnected",
+        "expect_continue",
         "expected",
         "finished",
         "head",
@@ -99,6 +100,7 @@ class H2Stream:
         self.status = 0
         self.head: list[tuple[bytes, bytes]] | None = None
         self.is_head = False
+        self.expect_continue = False  # a 100 (Continue) is owed when the app first reads
         self.expected = -1
         self.written = 0
         self.body_bytes = 0
@@ -247,6 +249,11 @@ class H2Stream:
     # -- receive -------------------------------------------------------------------
 
     async def receive(self) -> Message:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.started and not self.disconnected:
+                self.conn.conn.send_headers(self.stream_id, [(b":status", b"100")])
+                self.conn.flush_soon()
         while True:
             if self.body:
                 body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
