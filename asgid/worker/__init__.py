@@ -1,4 +1,4 @@
-"""One worker: the HTTP/1.1 protocol, WebSockets, lifespan and graceful drain.
+"""One worker: HTTP/1.1, HTTP/2, WebSockets, lifespan and graceful drain.
 
 Names are imported on first use: the master imports this package's light
 modules (stats, access log) without loading the event loop and parsers.

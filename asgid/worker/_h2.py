@@ -307,6 +307,8 @@ class H2Protocol(asyncio.Protocol):
             else:
                 if name == b"host":
                     host = True
+                elif name == b"expect" and value.lower() == b"100-continue":
+                    stream.expect_continue = stream.more_body
                 headers.append((name, value))
         if not method or not pseudo_scheme or (not target and method != b"CONNECT"):
             raise Malformed("a pseudo-header is missing")

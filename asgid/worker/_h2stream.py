@@ -21,6 +21,7 @@ from h2.errors import ErrorCodes
 
 from .._exceptions import ClientDisconnected
 from ._access import format_client
+from ._cycle import AppCall
 from ._h1 import InvalidMessage, check_field
 from ._types import Message
 
@@ -40,8 +41,10 @@ CONNECTION_FIELDS = frozenset(
 _STATUS = {code: str(code).encode() for code in range(100, 600)}
 
 
-class H2Stream:
+class H2Stream(AppCall):
     """One request on an HTTP/2 connection and its ASGI application call."""
+
+    conn: H2Protocol
 
     __slots__ = (
         "body",
@@ -52,6 +55,7 @@ class H2Stream:
         "complete",
         "conn",
         "disconnected",
+        "expect_continue",
         "expected",
         "finished",
         "head",
@@ -99,6 +103,7 @@ class H2Stream:
         self.status = 0
         self.head: list[tuple[bytes, bytes]] | None = None
         self.is_head = False
+        self.expect_continue = False  # a 100 (Continue) is owed when the app first reads
         self.expected = -1
         self.written = 0
         self.body_bytes = 0
@@ -170,43 +175,25 @@ class H2Stream:
 
     # -- the application call ------------------------------------------------------
 
-    async def run(self) -> None:
-        conn = self.conn
-        state = conn.state
-        state.in_progress += 1
-        state.cycles.add(self)
-        try:
-            await state.app(self.scope, self.receive, self.send)
-        except BaseException as exc:
-            self._app_failed(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            if self.complete or self.disconnected:
-                pass
-            elif not self.started:
-                logger.error("ASGI application returned without starting a response")
-                self.refuse(500, "Internal Server Error")
-            else:
-                logger.error("ASGI application returned without completing the response")
-        finally:
-            state.in_progress -= 1
-            state.requests += 1
-            state.cycles.discard(self)
-            conn.stream_done(self)
+    # -- how an application call ended, on this stream (see _cycle.AppCall) --
 
-    def _app_failed(self, exc: BaseException) -> None:
-        if self.disconnected:
-            logger.debug("ASGI application raised after the client disconnected: %r", exc)
-            return
-        if isinstance(exc, InvalidMessage):
-            logger.error("invalid ASGI message from the application: %s", exc)
-        elif isinstance(exc, asyncio.CancelledError):
-            logger.warning("request cancelled: %s %s", self.scope["method"], self.scope["path"])
-        else:
-            logger.error("exception in ASGI application", exc_info=exc)
-        if not self.started:
-            self.refuse(500, "Internal Server Error")
+    def _complete(self) -> bool:
+        return self.complete
+
+    def _gone(self) -> bool:
+        return self.disconnected
+
+    def _started(self) -> bool:
+        return self.started
+
+    def _answer_500(self) -> None:
+        self.refuse(500, "Internal Server Error")
+
+    def _abort(self) -> None:
+        pass  # stream_done() resets a stream left unfinished
+
+    def _ended(self) -> None:
+        self.conn.stream_done(self)
 
     def refuse(self, status: int, reason: str) -> None:
         """Answer with a plain-text error and end the stream (the app never sees it,
@@ -247,6 +234,11 @@ class H2Stream:
     # -- receive -------------------------------------------------------------------
 
     async def receive(self) -> Message:
+        if self.expect_continue:
+            self.expect_continue = False
+            if not self.started and not self.disconnected:
+                self.conn.conn.send_headers(self.stream_id, [(b":status", b"100")])
+                self.conn.flush_soon()
         while True:
             if self.body:
                 body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
@@ -384,7 +376,7 @@ class H2Stream:
         if not more_body:
             self.body_done = True
             if end:
-                self._complete()
+                self._response_done()
 
     def _trailers(self, headers: Any, more: bool) -> None:
         if not self.trailers_declared or not self.body_done or self.complete:
@@ -401,9 +393,9 @@ class H2Stream:
         else:
             self.conn.conn.end_stream(self.stream_id)
         self.conn.flush_soon()
-        self._complete()
+        self._response_done()
 
-    def _complete(self) -> None:
+    def _response_done(self) -> None:
         self.complete = True
         self.finished = True
         self.window_deadline = 0.0
@@ -468,7 +460,7 @@ class H2Stream:
             if self.disconnected:
                 raise ClientDisconnected("the client disconnected") from exc
             raise
-        self._complete()
+        self._response_done()
 
     async def _write_file(self, f: BinaryIO, size: int) -> None:
         while size > 0:

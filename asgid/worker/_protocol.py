@@ -25,6 +25,7 @@ import httptools
 from .._exceptions import ClientDisconnected
 from .._logging import TRACE
 from ._access import format_client
+from ._cycle import AppCall
 from ._h1 import (
     BadRequest,
     InvalidMessage,
@@ -638,8 +639,10 @@ class HttpProtocol(asyncio.Protocol):
             self.fail(408, f"no request body for {timeout:g}s")
 
 
-class Cycle:
-    """One HTTP request and its ASGI application call."""
+class Cycle(AppCall):
+    """One HTTP/1.1 request and its ASGI application call."""
+
+    conn: HttpProtocol
 
     __slots__ = (
         "body",
@@ -696,48 +699,19 @@ class Cycle:
 
     # -- the application call -----------------------------------------------
 
-    async def run(self) -> None:
-        state = self.conn.state
-        state.in_progress += 1
-        state.cycles.add(self)
-        try:
-            await state.app(self.scope, self.receive, self.send)
-        except BaseException as exc:
-            self._app_failed(exc)
-            if not isinstance(exc, Exception):
-                raise
-        else:
-            response = self.response
-            if response.complete:
-                pass
-            elif self.disconnected or self.conn.read_eof:
-                self._abort()  # the client went away: close our side of the connection too
-            elif not response.started:
-                logger.error("ASGI application returned without starting a response")
-                self._send_error(500)
-            else:
-                logger.error("ASGI application returned without completing the response")
-                self._abort()
-        finally:
-            state.in_progress -= 1
-            state.requests += 1
-            state.cycles.discard(self)
+    # -- how an application call ended, on this connection (see _cycle.AppCall) --
 
-    def _app_failed(self, exc: BaseException) -> None:
-        if self.disconnected:
-            logger.debug("ASGI application raised after the client disconnected: %r", exc)
-            self._abort()
-            return
-        if isinstance(exc, InvalidMessage):
-            logger.error("invalid ASGI message from the application: %s", exc)
-        elif isinstance(exc, asyncio.CancelledError):
-            logger.warning("request cancelled: %s %s", self.scope["method"], self.scope["path"])
-        else:
-            logger.error("exception in ASGI application", exc_info=exc)
-        if not self.response.started:
-            self._send_error(500)
-        else:
-            self._abort()
+    def _complete(self) -> bool:
+        return self.response.complete
+
+    def _gone(self) -> bool:
+        return self.disconnected or self.conn.read_eof
+
+    def _started(self) -> bool:
+        return self.response.started
+
+    def _answer_500(self) -> None:
+        self._send_error(500)
 
     def _send_error(self, status: int) -> None:
         conn = self.conn

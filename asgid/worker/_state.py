@@ -20,9 +20,9 @@ from ._proxy import TrustedProxies, apply_proxy_headers
 from ._stats import RequestStats
 
 if TYPE_CHECKING:
+    from ._cycle import AppCall
     from ._h2 import H2Protocol
-    from ._h2stream import H2Stream
-    from ._protocol import Cycle, HttpProtocol
+    from ._protocol import HttpProtocol
     from ._types import ASGIApp
     from ._websocket import WebSocketSession
 
@@ -70,7 +70,7 @@ class ServerState:
         self.websocket = config.websocket
         self.connections: set[HttpProtocol | H2Protocol] = set()
         self.websockets: set[WebSocketSession] = set()
-        self.cycles: set[Cycle | H2Stream] = set()
+        self.cycles: set[AppCall] = set()
         self.now = loop.time()
         # Tasks named up front: 3.11 formats a "Task-N" name for each one otherwise.
         if loop.get_task_factory() is None:

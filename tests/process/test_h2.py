@@ -275,6 +275,20 @@ def test_upload_with_httpx_over_tls(tls_server: Server, module_ca: trustme.CA) -
     assert response.content == payload
 
 
+def test_expect_100_continue(h2c_server: Server) -> None:
+    with RawH2(h2c_server.host, h2c_server.port) as client:
+        expect = [(b"expect", b"100-continue"), (b"content-length", b"4")]
+        stream_id = client.request("/expect", method="PUT", headers=expect, end=False)
+        client.read_until(
+            lambda events: any(
+                isinstance(e, h2.events.InformationalResponseReceived) for e in events
+            )
+        )
+        client.conn.send_data(stream_id, b"body", end_stream=True)
+        client.flush()
+        assert client.response(stream_id).body == b"got 4"
+
+
 def test_trailers(h2c_server: Server) -> None:
     with RawH2(h2c_server.host, h2c_server.port) as client:
         response = client.response(client.request("/trailers"))

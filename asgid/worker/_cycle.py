@@ -1,0 +1,113 @@
+"""The ASGI ``http`` call both protocols share: run the app, judge how it ended.
+
+``AppCall.run`` calls the application once, keeps the worker's counters and
+decides what its ending means: a finished response, a client that went away,
+no response at all (a 500), half a response (cut off), or an exception (a
+500 before the response starts, cut off after). How each is said on the wire
+belongs to the subclass: HTTP/1.1's ``_protocol.Cycle`` closes or answers on
+its connection, HTTP/2's ``_h2stream.H2Stream`` answers or resets its stream.
+It never touches a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ._h1 import InvalidMessage
+from ._types import Message
+
+if TYPE_CHECKING:
+    from ._state import ServerState
+
+logger = logging.getLogger("asgid.error")
+
+
+class _Connection(Protocol):
+    state: ServerState
+
+
+class AppCall:
+    """One application call; subclasses provide the attributes and the wire."""
+
+    __slots__ = ()
+
+    conn: _Connection
+    scope: dict[str, Any]
+    disconnected: bool
+    task: asyncio.Task[None] | None
+
+    async def receive(self) -> Message:
+        raise NotImplementedError
+
+    async def send(self, message: Message) -> None:
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        state = self.conn.state
+        state.in_progress += 1
+        state.cycles.add(self)
+        try:
+            await state.app(self.scope, self.receive, self.send)
+        except BaseException as exc:
+            self._app_failed(exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            if self._complete():
+                pass
+            elif self._gone():
+                self._abort()  # the client went away: end our side too
+            elif not self._started():
+                logger.error("ASGI application returned without starting a response")
+                self._answer_500()
+            else:
+                logger.error("ASGI application returned without completing the response")
+                self._abort()
+        finally:
+            state.in_progress -= 1
+            state.requests += 1
+            state.cycles.discard(self)
+            self._ended()
+
+    def _app_failed(self, exc: BaseException) -> None:
+        if self.disconnected:
+            logger.debug("ASGI application raised after the client disconnected: %r", exc)
+            self._abort()
+            return
+        if isinstance(exc, InvalidMessage):
+            logger.error("invalid ASGI message from the application: %s", exc)
+        elif isinstance(exc, asyncio.CancelledError):
+            logger.warning("request cancelled: %s %s", self.scope["method"], self.scope["path"])
+        else:
+            logger.error("exception in ASGI application", exc_info=exc)
+        if not self._started():
+            self._answer_500()
+        else:
+            self._abort()
+
+    # -- what the subclass says on the wire ------------------------------------------
+
+    def _complete(self) -> bool:
+        """Whether the whole response was sent."""
+        raise NotImplementedError
+
+    def _gone(self) -> bool:
+        """Whether the client went away (or stopped sending the request)."""
+        raise NotImplementedError
+
+    def _started(self) -> bool:
+        """Whether the response has begun."""
+        raise NotImplementedError
+
+    def _answer_500(self) -> None:
+        """Answer 500 Internal Server Error: no response was started."""
+        raise NotImplementedError
+
+    def _abort(self) -> None:
+        """Cut the response short."""
+        raise NotImplementedError
+
+    def _ended(self) -> None:
+        """The application call has returned, whatever the outcome."""
