@@ -44,7 +44,7 @@ from ._access import format_client
 from ._h1 import BadRequest, split_target
 from ._h2stream import CONNECTION_FIELDS, H2Stream, too_large
 from ._hpack import StatelessEncoder
-from ._transport import reset
+from ._transport import WriteFlow
 
 if TYPE_CHECKING:
     from ._state import ServerState
@@ -75,7 +75,7 @@ class Malformed(Exception):
     """A request RFC 9113 calls malformed: the stream is reset with PROTOCOL_ERROR."""
 
 
-class H2Protocol(asyncio.Protocol):
+class H2Protocol(WriteFlow, asyncio.Protocol):
     """One HTTP/2 connection (TLS with ALPN ``h2``, or cleartext with prior knowledge)."""
 
     def __init__(
@@ -86,18 +86,14 @@ class H2Protocol(asyncio.Protocol):
         client: tuple[str, int] | None,
         server: tuple[str, int | None] | None,
     ) -> None:
+        super().__init__()
         self.state = state
         self.loop = state.loop
         self.scheme = "https" if tls else "http"
         self.client = client
         self.server = server
-        self.transport: asyncio.Transport = None  # type: ignore[assignment]  # set by connection_made
         self.streams: dict[int, H2Stream] = {}
         self.deadline = 0.0  # no stream in progress: the connection is closed at this time
-        self.write_deadline = 0.0
-        self.write_backlog = 0
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
         self.closed = False  # no more frames are read: a GOAWAY ended the connection
         self.goaway_id = -1  # the last stream id a graceful GOAWAY promised to serve
         self.draining = 0.0  # when set: the time by which the GOAWAY goes, idle or not
@@ -194,23 +190,6 @@ class H2Protocol(asyncio.Protocol):
 
     def ended(self) -> bool:
         return self.closed
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.write_deadline = 0.0
-        waiter = self.drain_waiter
-        if waiter is not None:
-            self.drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def drain(self) -> None:
-        if self.drain_waiter is None:
-            self.drain_waiter = self.loop.create_future()
-        await self.drain_waiter
 
     def flush(self) -> None:
         self.unflushed = 0
@@ -511,7 +490,8 @@ class H2Protocol(asyncio.Protocol):
             self.budget_until = now + 0.9  # the tick comes every second, give or take
         transport = self.transport
         if self.write_paused or transport.is_closing():
-            self._check_write(now)
+            if self.writes_stalled(now, self.state.timeout_write, format_client(self.client)):
+                self.closed = True
             return
         if self.closed:
             if now >= self.deadline:
@@ -540,23 +520,6 @@ class H2Protocol(asyncio.Protocol):
             if stream.body_deadline and now >= stream.body_deadline and not stream.body:
                 stream.body_timed_out()
         self.flush()
-
-    def _check_write(self, now: float) -> None:
-        backlog = self.transport.get_write_buffer_size()
-        previous, self.write_backlog = self.write_backlog, backlog
-        if not backlog:
-            self.write_deadline = 0.0
-        elif not self.write_deadline or backlog < previous:
-            self.write_deadline = now + self.state.timeout_write
-        elif now >= self.write_deadline:
-            logger.info(
-                "dropping the connection from %s: it read nothing for %gs (%d bytes unsent)",
-                format_client(self.client),
-                self.state.timeout_write,
-                backlog,
-            )
-            self.closed = True
-            reset(self.transport)
 
 
 _HANDLERS: dict[type[Event], Any] = {

@@ -35,7 +35,7 @@ from ._h1 import (
     unknown_method,
 )
 from ._proxy import apply_proxy_headers
-from ._transport import reset
+from ._transport import WriteFlow
 from ._types import Message
 from ._websocket import (
     CLOSE_GOING_AWAY,
@@ -59,7 +59,7 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # how an HTTP/2 client with prior
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol(WriteFlow, asyncio.Protocol):
     __slots__ = (
         "active",
         "body_deadline",
@@ -68,7 +68,6 @@ class HttpProtocol(asyncio.Protocol):
         "closing",
         "cycle",
         "deadline",
-        "drain_waiter",
         "head_bytes",
         "head_size",
         "headers",
@@ -89,15 +88,13 @@ class HttpProtocol(asyncio.Protocol):
         "transport",
         "upgrade",
         "url",
-        "write_backlog",
-        "write_deadline",
-        "write_paused",
         "ws",
     )
 
     transport: asyncio.Transport  # from connection_made on
 
     def __init__(self, state: ServerState, *, tls: bool = False) -> None:
+        super().__init__()
         self.state = state
         self.loop = state.loop
         self.parser = httptools.HttpRequestParser(self)
@@ -116,12 +113,8 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = 0.0  # an unfinished head, or an idle connection, is closed at this time
         self.body_deadline = 0.0  # the next part of the request body is due by this time
         self.body_received = 0
-        self.write_deadline = 0.0  # set by the tick while writes wait on the client
-        self.write_backlog = 0
         self.read_paused = False
         self.read_eof = False
-        self.write_paused = False
-        self.drain_waiter: asyncio.Future[None] | None = None
         self.closing = False
         self.lingering = False  # a final error response was sent; see close_with()
         self.pending_error = b""
@@ -276,23 +269,6 @@ class HttpProtocol(asyncio.Protocol):
         state = self.state
         if self.head_bytes > state.max_header_size + state.max_request_line + 1024:
             self.fail(431, "request header fields too large")
-
-    def pause_writing(self) -> None:
-        self.write_paused = True
-
-    def resume_writing(self) -> None:
-        self.write_paused = False
-        self.write_deadline = 0.0  # the client read: the write timeout starts over
-        waiter = self.drain_waiter
-        if waiter is not None:
-            self.drain_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
-
-    async def drain(self) -> None:
-        if self.drain_waiter is None:
-            self.drain_waiter = self.loop.create_future()
-        await self.drain_waiter
 
     # -- httptools callbacks ------------------------------------------------
 
@@ -597,30 +573,12 @@ class HttpProtocol(asyncio.Protocol):
         """The tick: close this connection if a client has kept it waiting too long."""
         transport = self.transport
         if self.write_paused or transport.is_closing():
-            self._check_write(now)
+            self.writes_stalled(now, self.state.timeout_write, format_client(self.client))
         elif self.body_deadline and now >= self.body_deadline and not self.read_paused:
             self._body_timed_out()
         elif self.deadline and now >= self.deadline and self.active is None:
             logger.log(TRACE, "closing idle connection from %s", format_client(self.client))
             transport.close()
-
-    def _check_write(self, now: float) -> None:
-        # asyncio tells when the buffer crosses its water marks, not when the
-        # client reads a little: progress is the buffer shrinking between ticks.
-        backlog = self.transport.get_write_buffer_size()
-        previous, self.write_backlog = self.write_backlog, backlog
-        if not backlog:
-            self.write_deadline = 0.0
-        elif not self.write_deadline or backlog < previous:
-            self.write_deadline = now + self.state.timeout_write
-        elif now >= self.write_deadline:
-            logger.info(
-                "dropping the connection from %s: it read nothing for %gs (%d bytes unsent)",
-                format_client(self.client),
-                self.state.timeout_write,
-                backlog,
-            )
-            reset(self.transport)
 
     def _body_timed_out(self) -> None:
         cycle = self.cycle
