@@ -117,6 +117,13 @@ SCENARIOS: dict[str, Scenario] = {
             expect=_is_hello_json,
             what="Starlette route, JSONResponse",
         ),
+        Scenario(
+            "fastapi",
+            "bench.apps:fastapi_app",
+            "/json",
+            expect=_is_hello_json,
+            what="FastAPI async path operation returning a dict",
+        ),
     )
 }
 
@@ -747,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
         "date": started.isoformat(timespec="seconds"),
         "machine": machine(),
         "versions": package_versions(
-            ("asgid", "uvicorn", "granian", "starlette", "uvloop", "httptools", "psutil")
+            ("asgid", "uvicorn", "granian", "starlette", "fastapi", "uvloop", "httptools", "psutil")
         ),
         "rounds": args.rounds,
         "duration": args.duration,
