@@ -24,21 +24,62 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asgid.error")
 
 
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+
+
 class _Connection(Protocol):
     state: ServerState
+    loop: asyncio.AbstractEventLoop
 
 
 class AppCall:
     """One application call; subclasses provide the attributes and the wire."""
 
-    __slots__ = ()
+    __slots__ = ("body", "more_body", "request_sent", "waiter")
 
     conn: _Connection
     scope: dict[str, Any]
     disconnected: bool
     task: asyncio.Task[None] | None
+    body: list[bytes]  # request body chunks the app has not received yet
+    more_body: bool  # more of the request body is to come from the client
+    request_sent: bool  # the app has received the last http.request
+    waiter: asyncio.Future[None] | None  # what receive() waits on
 
     async def receive(self) -> Message:
+        raise NotImplementedError
+
+    async def _request_message(self) -> Message:
+        """The app's next ``http.request`` (the body as it came), then ``http.disconnect``
+        once the client is gone or the response is over."""
+        while True:
+            if self.body:
+                body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+                self.body.clear()
+                more_body = self.more_body
+                self.request_sent = not more_body
+                self._body_taken(more_body)
+                return {"type": "http.request", "body": body, "more_body": more_body}
+            if not self.request_sent:
+                if not self.more_body:
+                    self.request_sent = True
+                    return {"type": "http.request", "body": b"", "more_body": False}
+                if self.disconnected:
+                    return _DISCONNECT
+            elif self.disconnected or self._over():
+                return _DISCONNECT
+            self.waiter = self.conn.loop.create_future()
+            try:
+                await self.waiter
+            finally:
+                self.waiter = None
+
+    def _body_taken(self, more_body: bool) -> None:
+        """The app has what was buffered: let the client send more."""
+        raise NotImplementedError
+
+    def _over(self) -> bool:
+        """Nothing more can come: the response is complete, or the client's side closed."""
         raise NotImplementedError
 
     async def send(self, message: Message) -> None:

@@ -62,6 +62,17 @@ def check_field(lower_name: bytes, value: bytes, what: str) -> None:
         raise InvalidMessage(f"{what} {lower_name!r} has CR, LF or NUL in its value")
 
 
+def check_body(body: object, *, started: bool, done: bool) -> None:
+    """Raise ``InvalidMessage`` unless ``http.response.body`` may carry ``body`` now."""
+    if not started or done:
+        raise InvalidMessage(
+            "http.response.body sent "
+            + ("after the body completed" if started else "before http.response.start")
+        )
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise InvalidMessage(f"http.response.body: 'body' must be bytes, not {type(body).__name__}")
+
+
 def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
     """Return ``(raw_path, query_string)`` for a request-target, or raise.
 
@@ -340,15 +351,7 @@ class Response:
 
     def body(self, body: bytes, more_body: bool) -> bytes:
         """Bytes to write for one ``http.response.body`` message."""
-        if not self.started or self._body_done:
-            raise InvalidMessage(
-                "http.response.body sent "
-                + ("after the body completed" if self.started else "before http.response.start")
-            )
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise InvalidMessage(
-                f"http.response.body: 'body' must be bytes, not {type(body).__name__}"
-            )
+        check_body(body, started=self.started, done=self._body_done)
         self.body_bytes += len(body)
         head = self._head
         if head is not None:

@@ -22,7 +22,7 @@ from h2.errors import ErrorCodes
 from .._exceptions import ClientDisconnected
 from ._access import format_client
 from ._cycle import AppCall
-from ._h1 import InvalidMessage, check_field
+from ._h1 import InvalidMessage, check_body, check_field
 from ._types import Message
 
 if TYPE_CHECKING:
@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("asgid.error")
 
 FILE_CHUNK = 262144  # bytes read per DATA write by http.response.pathsend
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 _NO_BODY_STATUSES = frozenset({204, 304})
 # Connection-specific fields (RFC 9113 8.2.2) an application may send for
 # HTTP/1.1; in HTTP/2 they make the response malformed, so they are dropped.
@@ -47,7 +46,6 @@ class H2Stream(AppCall):
     conn: H2Protocol
 
     __slots__ = (
-        "body",
         "body_bytes",
         "body_deadline",
         "body_done",
@@ -60,8 +58,6 @@ class H2Stream(AppCall):
         "finished",
         "head",
         "is_head",
-        "more_body",
-        "request_sent",
         "scope",
         "start_time",
         "started",
@@ -71,7 +67,6 @@ class H2Stream(AppCall):
         "trailers",
         "trailers_declared",
         "unacked",
-        "waiter",
         "window_deadline",
         "window_waiter",
         "written",
@@ -239,33 +234,19 @@ class H2Stream(AppCall):
             if not self.started and not self.disconnected:
                 self.conn.conn.send_headers(self.stream_id, [(b":status", b"100")])
                 self.conn.flush_soon()
-        while True:
-            if self.body:
-                body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-                self.body.clear()
-                more_body = self.more_body
-                self.request_sent = not more_body
-                if self.unacked:  # the app has the bytes: the client may send as many again
-                    conn = self.conn
-                    conn.conn.acknowledge_received_data(self.unacked, self.stream_id)
-                    self.unacked = 0
-                    conn.flush_soon()
-                    if more_body:
-                        self.body_deadline = conn.loop.time() + conn.state.timeout_request_body
-                return {"type": "http.request", "body": body, "more_body": more_body}
-            if not self.request_sent:
-                if not self.more_body:
-                    self.request_sent = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-                if self.disconnected:
-                    return _DISCONNECT
-            elif self.disconnected or self.complete:
-                return _DISCONNECT
-            self.waiter = self.conn.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+        return await self._request_message()
+
+    def _body_taken(self, more_body: bool) -> None:
+        if self.unacked:  # the app has the bytes: the client may send as many again
+            conn = self.conn
+            conn.conn.acknowledge_received_data(self.unacked, self.stream_id)
+            self.unacked = 0
+            conn.flush_soon()
+            if more_body:
+                self.body_deadline = conn.loop.time() + conn.state.timeout_request_body
+
+    def _over(self) -> bool:
+        return self.complete
 
     # -- send ----------------------------------------------------------------------
 
@@ -335,15 +316,7 @@ class H2Stream(AppCall):
             self._send_head(False)
 
     async def _body(self, body: bytes, more_body: bool) -> None:
-        if not self.started or self.body_done:
-            raise InvalidMessage(
-                "http.response.body sent "
-                + ("after the body completed" if self.started else "before http.response.start")
-            )
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise InvalidMessage(
-                f"http.response.body: 'body' must be bytes, not {type(body).__name__}"
-            )
+        check_body(body, started=self.started, done=self.body_done)
         size = len(body)
         self.body_bytes += size
         end = not more_body and not self.trailers_declared

@@ -56,7 +56,6 @@ LINGER = 2.0  # seconds an error response waits, reading and dropping, before cl
 _NO_HEAD, _HEAD_BEGUN = -1, -2  # HttpProtocol.head_bytes outside of a request head
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # how an HTTP/2 client with prior knowledge begins
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
 class HttpProtocol(WriteFlow, asyncio.Protocol):
@@ -603,19 +602,15 @@ class Cycle(AppCall):
     conn: HttpProtocol
 
     __slots__ = (
-        "body",
         "body_size",
         "conn",
         "disconnected",
         "expect_continue",
         "finished",
-        "more_body",
-        "request_sent",
         "response",
         "scope",
         "start_time",
         "task",
-        "waiter",
     )
 
     def __init__(
@@ -696,29 +691,15 @@ class Cycle(AppCall):
             conn.transport.write(CONTINUE)
             if conn.cycle is self:  # the body is due from now on
                 conn.body_deadline = conn.loop.time() + conn.state.timeout_request_body
-        while True:
-            if self.body:
-                body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
-                self.body.clear()
-                self.body_size = 0
-                more_body = self.more_body
-                self.request_sent = not more_body
-                if self.conn.read_paused:
-                    self.conn.resume_reading()
-                return {"type": "http.request", "body": body, "more_body": more_body}
-            if not self.request_sent:
-                if not self.more_body:
-                    self.request_sent = True
-                    return {"type": "http.request", "body": b"", "more_body": False}
-                if self.disconnected:
-                    return _DISCONNECT
-            elif self.disconnected or self.response.complete or self.conn.read_eof:
-                return _DISCONNECT
-            self.waiter = self.conn.loop.create_future()
-            try:
-                await self.waiter
-            finally:
-                self.waiter = None
+        return await self._request_message()
+
+    def _body_taken(self, more_body: bool) -> None:
+        self.body_size = 0
+        if self.conn.read_paused:
+            self.conn.resume_reading()
+
+    def _over(self) -> bool:
+        return self.response.complete or self.conn.read_eof
 
     # -- send ----------------------------------------------------------------
 
