@@ -179,6 +179,17 @@ class FakeTransport(asyncio.Transport):
         return {"peername": ("10.1.2.3", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
 
 
+async def until_idle(loop: asyncio.AbstractEventLoop, spins: int) -> bool:
+    """Let the loop run until no callback is ready (timers are not waited for);
+    False if it was still busy after ``spins`` iterations."""
+    ready: Any = loop._ready  # type: ignore[attr-defined]
+    for _ in range(spins):
+        await asyncio.sleep(0)
+        if not ready:
+            return True
+    return False
+
+
 class Connection:
     """One client connection to ``app``, served in this process.
 
@@ -214,16 +225,8 @@ class Connection:
 
     def settle(self, spins: int = 1000) -> None:
         """Run the loop until no callback is ready (timers are not waited for)."""
-
-        async def idle() -> None:
-            ready: Any = self.loop._ready  # type: ignore[attr-defined]
-            for _ in range(spins):
-                await asyncio.sleep(0)
-                if not ready:
-                    return
+        if not self.loop.run_until_complete(until_idle(self.loop, spins)):
             raise AssertionError(f"the loop was still busy after {spins} iterations")
-
-        self.loop.run_until_complete(idle())
 
     def close(self) -> None:
         """The client goes away; every task the connection started ends."""

@@ -26,6 +26,7 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
+from fake import until_idle
 from fuzz_harness import (
     APPS,
     CONFIGS,
@@ -243,12 +244,8 @@ class _H2Run:
             return None
 
     async def settle(self) -> None:
-        ready = self.loop._ready  # type: ignore[attr-defined]
-        for _ in range(MAX_SPINS):
-            await asyncio.sleep(0)
-            if not ready:
-                return
-        self.problems.append(Problem("loop never idle", f"{MAX_SPINS} iterations"))
+        if not await until_idle(self.loop, MAX_SPINS):
+            self.problems.append(Problem("loop never idle", f"{MAX_SPINS} iterations"))
 
     def tick(self) -> None:
         self.ticks += 1

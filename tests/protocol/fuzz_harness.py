@@ -27,7 +27,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from fake import WRITE_MODES, FakeTransport, HandleClosedError
+from fake import WRITE_MODES, FakeTransport, HandleClosedError, until_idle
 from hypothesis import strategies as st
 
 from asgid.config import Config, load_config
@@ -747,12 +747,7 @@ class _Run:
 
     async def settle(self) -> None:
         """Run the loop until nothing is ready to run, then check what was written."""
-        ready = self.loop._ready  # type: ignore[attr-defined]
-        for _ in range(MAX_SPINS):
-            await asyncio.sleep(0)
-            if not ready:
-                break
-        else:
+        if not await until_idle(self.loop, MAX_SPINS):
             self.problems.append(Problem("loop never idle", f"{MAX_SPINS} iterations"))
         self._check_ended()
 
