@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import socket
 import statistics
 import subprocess
@@ -99,6 +100,15 @@ def machine() -> str:
         f"{os.cpu_count()} cores ({model}), Linux {platform.release()}, "
         f"Python {platform.python_version()}"
     )
+
+
+def server_and_client_cpus() -> tuple[int | None, int | None]:
+    """Cores 0 (server) and 1 (load generator) when both are ours and taskset
+    exists; (None, None), meaning unpinned, otherwise."""
+    cpus = os.sched_getaffinity(0)
+    if len(cpus) >= 2 and {0, 1} <= cpus and shutil.which("taskset"):
+        return 0, 1
+    return None, None
 
 
 def pinned(cpu: int | None, cmd: list[str]) -> list[str]:

@@ -98,6 +98,7 @@ from _common import (
     median,
     package_versions,
     pinned,
+    server_and_client_cpus,
 )
 
 BENCH = Path(__file__).resolve().parent
@@ -824,11 +825,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--edits must be at least 1")
     if args.idle_seconds <= 0:
         parser.error("--idle-seconds must be positive")
-    cpus = os.sched_getaffinity(0)
-    if len(cpus) >= 2 and {0, 1} <= cpus and shutil.which("taskset"):
-        args.server_cpu, args.client_cpu = 0, 1
-    else:
-        args.server_cpu = args.client_cpu = None
+    args.server_cpu, args.client_cpu = server_and_client_cpus()
     return args
 
 

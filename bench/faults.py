@@ -115,6 +115,7 @@ from _common import (
     machine,
     package_versions,
     pinned,
+    server_and_client_cpus,
     wait_until,
 )
 from websockets.asyncio.client import ClientConnection, connect
@@ -1044,11 +1045,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"unknown scenario {s!r}; choose from {', '.join(SCENARIOS)}")
     if args.seconds < 2:
         parser.error("--seconds must be at least 2")
-    cpus = os.sched_getaffinity(0)
-    if len(cpus) >= 2 and {0, 1} <= cpus and shutil.which("taskset"):
-        args.server_cpu, args.client_cpu = 0, 1
-    else:
-        args.server_cpu = args.client_cpu = None
+    args.server_cpu, args.client_cpu = server_and_client_cpus()
     return args
 
 
