@@ -31,6 +31,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -123,6 +124,14 @@ SCENARIOS: dict[str, Scenario] = {
             "/json",
             expect=_is_hello_json,
             what="FastAPI async path operation returning a dict",
+        ),
+        Scenario(
+            "close",
+            "bench.apps:app",
+            "/plaintext",
+            lua="close.lua",
+            expect=lambda b: b == b"Hello, world!",
+            what="raw ASGI plaintext, a new connection per request (Connection: close)",
         ),
     )
 }
@@ -352,6 +361,7 @@ _ERRORS_RE = re.compile(
     r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", re.M
 )
 _NON2XX_RE = re.compile(r"Non-2xx or 3xx responses: (\d+)")
+_TAIL_RE = re.compile(r"^tail-latency-us p99.9 (\d+) p99.99 (\d+) max (\d+)$", re.M)
 
 
 @dataclass
@@ -359,6 +369,7 @@ class WrkResult:
     rps: float
     p50_ms: float
     p99_ms: float
+    p999_ms: float
     requests: int
     socket_errors: int
     non_2xx: int
@@ -384,23 +395,28 @@ def run_wrk(
         "--timeout",
         "5s",
     ]
-    if scenario.lua:
-        cmd += ["-s", str(BENCH / scenario.lua)]
-    cmd.append(f"http://{HOST}:{port}{scenario.path}")
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    proc = subprocess.run(
-        pinned(cpu, cmd),
-        capture_output=True,
-        text=True,
-        timeout=duration + WRK_GRACE,
-        start_new_session=True,
-        check=False,
-    )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # wrk takes one script: the scenario's, with the tail-latency report after it.
+    script = (BENCH / scenario.lua).read_text() if scenario.lua else ""
+    script += (BENCH / "latency.lua").read_text()
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="wrk-") as lua:
+        lua.write(script)
+        lua.flush()
+        cmd += ["-s", lua.name, f"http://{HOST}:{port}{scenario.path}"]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = subprocess.run(
+            pinned(cpu, cmd),
+            capture_output=True,
+            text=True,
+            timeout=duration + WRK_GRACE,
+            start_new_session=True,
+            check=False,
+        )
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = proc.stdout + proc.stderr
     rps = _RPS_RE.search(out)
     pcts = {m.group(1): float(m.group(2)) * _UNITS_MS[m.group(3)] for m in _PCT_RE.finditer(out)}
-    if proc.returncode != 0 or rps is None or "99" not in pcts:
+    tail = _TAIL_RE.search(out)
+    if proc.returncode != 0 or rps is None or "99" not in pcts or tail is None:
         raise RuntimeError(f"wrk failed (exit {proc.returncode}):\n{out}")
     total = _TOTAL_RE.search(out)
     errors = _ERRORS_RE.search(out)
@@ -409,6 +425,7 @@ def run_wrk(
         rps=float(rps.group(1)),
         p50_ms=pcts["50"],
         p99_ms=pcts["99"],
+        p999_ms=int(tail.group(1)) / 1000,
         requests=int(total.group(1)) if total else 0,
         socket_errors=sum(int(g) for g in errors.groups()) if errors else 0,
         non_2xx=int(non2xx.group(1)) if non2xx else 0,
@@ -440,6 +457,7 @@ class Run:
     rps: float
     p50_ms: float
     p99_ms: float
+    p999_ms: float
     requests: int
     socket_errors: int
     non_2xx: int
@@ -519,6 +537,7 @@ def measure(
             rps=result.rps,
             p50_ms=result.p50_ms,
             p99_ms=result.p99_ms,
+            p999_ms=result.p999_ms,
             requests=result.requests,
             socket_errors=result.socket_errors,
             non_2xx=result.non_2xx,
@@ -558,6 +577,7 @@ def summarize(runs: list[Run], servers: list[str], scenarios: list[str]) -> dict
                 "rps_min": min(r.rps for r in rs),
                 "rps_max": max(r.rps for r in rs),
                 "p99_ms_median": median([r.p99_ms for r in rs]),
+                "p999_ms_median": median([r.p999_ms for r in rs]),
                 "p50_ms_median": median([r.p50_ms for r in rs]),
                 "errors": sum(r.socket_errors + r.non_2xx for r in rs),
                 "idle_rss_median": median([float(r.idle_rss) for r in rs]),
@@ -567,6 +587,8 @@ def summarize(runs: list[Run], servers: list[str], scenarios: list[str]) -> dict
                 "client_cpu_median": median([r.client_cpu for r in rs]),
                 # requests per CPU-second of the server: robust to CPU stolen by others
                 "per_cpu_s_median": median([r.rps / r.server_cpu for r in rs if r.server_cpu > 0]),
+                # the same, as server CPU microseconds per request: what the issues quote
+                "cpu_us_median": median([1e6 * r.server_cpu / r.rps for r in rs if r.rps > 0]),
                 "foreign_load_max": max(
                     max(r.foreign_server_core, r.foreign_client_core) for r in rs
                 ),
@@ -579,6 +601,8 @@ def summarize(runs: list[Run], servers: list[str], scenarios: list[str]) -> dict
                 if peer in per:
                     row[f"rps_vs_{peer}"] = row["rps_median"] / per[peer]["rps_median"]
                     row[f"p99_vs_{peer}"] = row["p99_ms_median"] / per[peer]["p99_ms_median"]
+                    # > 1: asgid uses less CPU per request than the peer
+                    row[f"cpu_us_vs_{peer}"] = per[peer]["cpu_us_median"] / row["cpu_us_median"]
                     row[f"per_cpu_s_vs_{peer}"] = (
                         row["per_cpu_s_median"] / per[peer]["per_cpu_s_median"]
                     )
@@ -601,17 +625,25 @@ def render(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     )
     out.append("")
     out.append(
-        "| scenario | server | req/s (median) | req/s min-max | p99 ms (median) "
-        "| req/s / uvicorn | req/s / granian | p99 / uvicorn | p99 / granian |"
+        "Server CPU per request (whole server tree, median over rounds; lower is better) "
+        "and latency under wrk's load. `cpu x` is the peer's CPU per request over asgid's "
+        "(> 1: asgid uses less)."
     )
-    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    out.append("")
+    out.append(
+        "| scenario | server | CPU µs/req | cpu x uvicorn | cpu x granian | req/s (median) "
+        "| req/s min-max | p50 ms | p99 ms | p99.9 ms | p99 / uvicorn | p99 / granian |"
+    )
+    out.append("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for sc, per in summary.items():
         for sv, row in per.items():
             flag = " (!)" if row["errors"] else ""
             out.append(
-                f"| {sc} | {sv}{flag} | {row['rps_median']:,.0f} | "
-                f"{row['rps_min']:,.0f}-{row['rps_max']:,.0f} | {row['p99_ms_median']:.2f} | "
-                f"{_ratio(row, 'rps_vs_uvicorn')} | {_ratio(row, 'rps_vs_granian')} | "
+                f"| {sc} | {sv}{flag} | {row['cpu_us_median']:.1f} | "
+                f"{_ratio(row, 'cpu_us_vs_uvicorn')} | {_ratio(row, 'cpu_us_vs_granian')} | "
+                f"{row['rps_median']:,.0f} | "
+                f"{row['rps_min']:,.0f}-{row['rps_max']:,.0f} | {row['p50_ms_median']:.2f} | "
+                f"{row['p99_ms_median']:.2f} | {row['p999_ms_median']:.2f} | "
                 f"{_ratio(row, 'p99_vs_uvicorn')} | {_ratio(row, 'p99_vs_granian')} |"
             )
     out.append("")
@@ -815,7 +847,9 @@ def main(argv: list[str] | None = None) -> int:
                     foreign = max(run.foreign_server_core, run.foreign_client_core)
                     print(
                         f"[{n}/{total}] round {rnd + 1} {sc:9} {sv:8} {run.rps:>10,.0f} req/s  "
-                        f"p99 {run.p99_ms:6.2f} ms  cpu {run.server_cpu:4.0%}  "
+                        f"{1e6 * run.server_cpu / run.rps:6.1f} µs/req  "
+                        f"p99 {run.p99_ms:6.2f} ms  p99.9 {run.p999_ms:6.2f} ms  "
+                        f"cpu {run.server_cpu:4.0%}  "
                         f"foreign {foreign:4.0%}{warn}",
                         flush=True,
                     )
