@@ -45,6 +45,9 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 _VALID_HOSTS: set[bytes] = set()
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # RFC 9110 5.6.2, lower-cased
 _VALID_NAMES: set[bytes] = set()  # lower-cased field names the app sent that were tokens
+# Single bytes are looked for as ints: on CPython 3.11 `b"\r" in value` first tries
+# the needle as an int and builds a TypeError to discard, costing ~300 ns a test.
+CR, LF, NUL, PERCENT = 13, 10, 0, 37
 
 
 def check_field(lower_name: bytes, value: bytes, what: str) -> None:
@@ -58,7 +61,7 @@ def check_field(lower_name: bytes, value: bytes, what: str) -> None:
             raise InvalidMessage(f"{what} name {lower_name!r} is not a token")
         if len(_VALID_NAMES) < 512:
             _VALID_NAMES.add(lower_name)  # apps send the same few names on every response
-    if b"\r" in value or b"\n" in value or b"\0" in value:
+    if CR in value or LF in value or NUL in value:
         raise InvalidMessage(f"{what} {lower_name!r} has CR, LF or NUL in its value")
 
 
@@ -210,6 +213,7 @@ class ResponseDefaults:
         "date",
         "date_header",
         "names",
+        "notable",
         "suffix",
     )
 
@@ -225,6 +229,8 @@ class ResponseDefaults:
             static.append((b"server", b"asgid"))
         static.extend((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers)
         self.names = frozenset(name for name, _ in static) | ({b"date"} if date_header else set())
+        # Response fields HTTP/1.1 must look at: framing, connection, and the defaults' names.
+        self.notable = self.names | {b"content-length", b"transfer-encoding", b"connection"}
         self._static = static
         self._static_lines = b"".join(b"%s: %s\r\n" % pair for pair in static)
         self.date_header = date_header
@@ -273,6 +279,7 @@ class Response:
         "_framing",
         "_head",
         "_is_head",
+        "_length_at",
         "_trailers_allowed",
         "_trailers_declared",
         "_written",
@@ -306,6 +313,7 @@ class Response:
         self._head: list[bytes] | None = None
         self._framing = _NONE
         self._expected = -1  # the Content-Length the app declared; -1 when none
+        self._length_at = 0
         self._written = 0
         self.body_bytes = 0
 
@@ -319,28 +327,32 @@ class Response:
             raise InvalidMessage(f"http.response.start: invalid status {status!r}")
         parts = [STATUS_LINES[status]]
         defaults = self._defaults
+        notable = defaults.notable
         overridden: set[bytes] | None = None
         try:
             for name, value in message.get("headers", ()):
                 lower = name.lower()
-                check_field(lower, value, "response header")
-                if lower == b"content-length":
-                    if self._expected >= 0:
-                        raise InvalidMessage("more than one content-length header")
-                    self._expected = int(value)
-                    if self._expected < 0:
-                        raise ValueError("negative content-length")
-                elif lower == b"transfer-encoding":
-                    continue  # framing is the server's business
-                elif lower == b"connection":
-                    if value.lower() == b"close":
-                        self.keep_alive = False
-                    continue
-                elif lower in defaults.names:
-                    if overridden is None:
-                        overridden = set()
-                    overridden.add(lower)
-                parts.append(name + b": " + value + b"\r\n")
+                if lower not in _VALID_NAMES or CR in value or LF in value or NUL in value:
+                    check_field(lower, value, "response header")  # raises, or learns the name
+                if lower in notable:
+                    if lower == b"content-length":
+                        if self._expected >= 0:
+                            raise InvalidMessage("more than one content-length header")
+                        self._expected = int(value)
+                        if self._expected < 0:
+                            raise ValueError("negative content-length")
+                        self._length_at = len(parts)  # where its line begins, if chunked wins
+                    elif lower == b"transfer-encoding":
+                        continue  # framing is the server's business
+                    elif lower == b"connection":
+                        if value.lower() == b"close":
+                            self.keep_alive = False
+                        continue
+                    else:
+                        if overridden is None:
+                            overridden = set()
+                        overridden.add(lower)
+                parts += (name, b": ", value, b"\r\n")
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidMessage(f"http.response.start: invalid headers ({exc})") from None
         parts.append(defaults.suffix if overridden is None else defaults.without(overridden))
@@ -442,8 +454,8 @@ class Response:
             self._framing = _LENGTH
         elif self.version == "1.1":
             self._framing = _CHUNKED
-            if self._expected >= 0:
-                head[:] = [p for p in head if not p.lower().startswith(b"content-length:")]
+            if self._expected >= 0:  # trailers are coming: chunked framing wins
+                del head[self._length_at : self._length_at + 4]  # name, ": ", value, CRLF
             head.append(b"transfer-encoding: chunked\r\n")
         else:
             self._framing = _UNTIL_CLOSE

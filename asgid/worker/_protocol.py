@@ -78,6 +78,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         "pipeline",
         "read_eof",
         "read_paused",
+        "read_size",
         "scheme",
         "server",
         "sniffed",
@@ -105,6 +106,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.headers: list[tuple[bytes, bytes]] = []
         self.head_size = 0
         self.head_bytes = _NO_HEAD
+        self.read_size = 0  # bytes in the read being parsed
         self.trailer_fields = 0
         self.cycle: Cycle | None = None  # the request whose bytes are being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
@@ -191,6 +193,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             data = self._sniff(data)
             if not data:
                 return
+        self.read_size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -217,7 +220,8 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             reason = str(exc) or "malformed request"
             self.fail(505 if "HTTP version" in reason else 400, reason)
         else:
-            self._count_head_bytes(len(data))
+            if self.head_bytes != _NO_HEAD:
+                self._head_unfinished()
 
     def _sniff(self, data: bytes) -> bytes:
         """The first bytes of a cleartext connection: HTTP/2 with prior knowledge, or not.
@@ -255,17 +259,20 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
     def _after_last_request(self) -> bool:
         return self.closing and self.cycle is None
 
-    def _count_head_bytes(self, size: int) -> None:
-        # httptools buffers a header line until it ends and only then calls
-        # on_header, so an endless line must be caught here: count the reads
-        # that arrive while one request head stays unfinished.
-        if self.head_bytes == _NO_HEAD:
-            return
+    def _head_unfinished(self) -> None:
+        """A read ended inside a request head: start its clock, count what follows.
+
+        A head that arrives in one read (almost all of them) never gets here,
+        so the hot path reads no clock. httptools buffers a header line until
+        it ends and only then calls on_header, so an endless line must be
+        caught here: count the reads that arrive while one head stays unfinished.
+        """
+        state = self.state
         if self.head_bytes == _HEAD_BEGUN:
             self.head_bytes = 0  # how much of this read was the head is unknown
+            self.deadline = self.loop.time() + state.timeout_request_header
             return
-        self.head_bytes += size
-        state = self.state
+        self.head_bytes += self.read_size
         if self.head_bytes > state.max_header_size + state.max_request_line + 1024:
             self.fail(431, "request header fields too large")
 
@@ -275,43 +282,53 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.url = b""
         self.method = b""
         self.headers = []
-        self.head_size = 0
-        self.trailer_fields = 0
         self.head_bytes = _HEAD_BEGUN
-        self.deadline = self.loop.time() + self.state.timeout_request_header
 
     def on_url(self, url: bytes) -> None:
-        if not self.url:
+        if self.url:
+            self.url += url  # the request line came in more than one read
+        else:
+            self.url = url
             self.method = self.parser.get_method()
-        self.url += url
         if len(self.url) > self.state.max_request_line:
             raise BadRequest("request-target too long", status=414)
-        self.head_size += len(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        value = value.rstrip(b" \t")  # httptools keeps trailing whitespace (RFC 9112 5.1)
-        self.head_size += len(name) + len(value) + 4
-        state = self.state
-        if self.head_size > state.max_header_size:
-            raise BadRequest("request header fields too large", status=431)
         if self.head_bytes == _NO_HEAD:
-            # Past the head: a trailer field after a chunked body. It must never
-            # join the header section the app already holds (RFC 9110 6.5.1:
-            # `host` or `authorization` sent there would change the request
-            # after the fact); ASGI has no way to pass request trailers on, so
-            # they are counted against the limits and dropped.
-            self.trailer_fields += 1
-            if self.trailer_fields > state.max_headers:
-                raise BadRequest("too many trailer fields", status=431)
-            return
-        headers = self.headers
-        headers.append((name.lower(), value))
-        if len(headers) > state.max_headers:
-            raise BadRequest("too many header fields", status=431)
+            self._trailer_field(name, value)
+        else:  # httptools keeps trailing whitespace (RFC 9112 5.1)
+            self.headers.append((name.lower(), value.rstrip(b" \t")))
+
+    def _trailer_field(self, name: bytes, value: bytes) -> None:
+        # Past the head: a trailer field after a chunked body. It must never
+        # join the header section the app already holds (RFC 9110 6.5.1:
+        # `host` or `authorization` sent there would change the request
+        # after the fact); ASGI has no way to pass request trailers on, so
+        # they are counted against the limits and dropped.
+        state = self.state
+        self.trailer_fields += 1
+        self.head_size += len(name) + len(value) + 4
+        if self.trailer_fields > state.max_headers:
+            raise BadRequest("too many trailer fields", status=431)
+        if self.head_size > state.max_header_size:
+            raise BadRequest("trailer fields too large", status=431)
+
+    def _check_head_size(self) -> None:
+        # The size the limit counts: target, names and values, ": " and CRLF.
+        size = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if size > self.state.max_header_size:
+            raise BadRequest("request header fields too large", status=431)
 
     def on_headers_complete(self) -> None:
-        self.head_bytes = _NO_HEAD
         state = self.state
+        if len(self.headers) > state.max_headers:
+            raise BadRequest("too many header fields", status=431)
+        # A head that came in one read no larger than the limit is within it:
+        # measure only heads that came in parts or in one large read.
+        if self.head_bytes != _HEAD_BEGUN or self.read_size > state.max_header_size:
+            self._check_head_size()
+        self.head_bytes = _NO_HEAD
+        self.head_size = self.trailer_fields = 0  # what trailers will count
         parser = self.parser
         version = parser.get_http_version()
         headers = self.headers

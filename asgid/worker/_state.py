@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..config import Config
 from ._access import AccessLog
-from ._h1 import STATUS_LINES, ResponseDefaults
+from ._h1 import PERCENT, STATUS_LINES, ResponseDefaults
 from ._proxy import TrustedProxies, apply_proxy_headers
 from ._stats import RequestStats
 
@@ -91,7 +91,7 @@ class ServerState:
         Like uvicorn (and the ASGI spec's reading of root_path), the scope's
         path includes the mount point; frameworks strip it.
         """
-        if b"%" in raw_path:
+        if PERCENT in raw_path:
             path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
         else:
             path = raw_path.decode("utf-8", "replace")

@@ -441,9 +441,12 @@ def test_trailers_when_allowed():
 
 def test_trailers_with_content_length_switch_to_chunked():
     response = make(trailers_allowed=True)
-    start(response, headers=[(b"content-length", b"3")], trailers=True)
+    headers = [(b"x-before", b"1"), (b"Content-Length", b"3"), (b"x-after", b"2")]
+    start(response, headers=headers, trailers=True)
     data = response.body(b"abc", False)
-    assert b"content-length" not in data
+    assert b"content-length" not in data.lower()
+    assert b"\r\nx-before: 1\r\nx-after: 2\r\n" in data
+    assert b"\r\ntransfer-encoding: chunked\r\n" in data
     assert data.endswith(b"3\r\nabc\r\n0\r\n")
 
 
