@@ -85,6 +85,10 @@ class AppCall:
     async def send(self, message: Message) -> None:
         raise NotImplementedError
 
+    def flush_head(self) -> None:
+        """Write a started response's head that is still waiting for its body."""
+        raise NotImplementedError
+
     async def run(self) -> None:
         state = self.conn.state
         state.in_progress += 1

@@ -258,7 +258,7 @@ class H2Stream(AppCall):
             await self._body(message.get("body", b""), message.get("more_body", False))
         elif kind == "http.response.start":
             self._start(message)
-            self.conn.loop.call_soon(self._flush_head)
+            self.conn.state.head_pending(self)
         elif kind == "http.response.trailers":
             self._trailers(message.get("headers", ()), message.get("more_trailers", False))
         elif kind == "http.response.pathsend":
@@ -311,7 +311,7 @@ class H2Stream(AppCall):
         self.conn.conn.send_headers(self.stream_id, head, end_stream=end_stream)
         self.conn.flush_soon()
 
-    def _flush_head(self) -> None:
+    def flush_head(self) -> None:
         if self.head is not None and not self.disconnected:
             self._send_head(False)
 

@@ -222,6 +222,12 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         else:
             if self.head_bytes != _NO_HEAD:
                 self._head_unfinished()
+            cycle = self.cycle
+            # A body still coming is due within the timeout from this read on,
+            # unless its client waits for a 100 Continue (sent when the app
+            # first asks for the body; the clock starts then).
+            if cycle is not None and not cycle.expect_continue:
+                self.body_deadline = self.loop.time() + self.state.timeout_request_body
 
     def _sniff(self, data: bytes) -> bytes:
         """The first bytes of a cleartext connection: HTTP/2 with prior knowledge, or not.
@@ -365,11 +371,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         cycle = Cycle(self, scope, response, head.expect_continue)
         self.cycle = cycle
         self.body_received = 0
-        # The body is due now, unless the client waits for a 100 Continue
-        # (sent when the app first asks for the body; the clock starts then).
-        # A request without one completes right away and clears the deadline.
-        if not head.expect_continue:
-            self.body_deadline = self.loop.time() + state.timeout_request_body
         if self.active is None:
             self.active = cycle
             cycle.start()
@@ -421,7 +422,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         state = self.state
-        self.body_deadline = self.loop.time() + state.timeout_request_body
         if state.max_body_size:
             self.body_received += len(body)
             if self.body_received > state.max_body_size:
@@ -740,7 +740,7 @@ class Cycle(AppCall):
             response.start(message)
             if self.expect_continue:
                 response.keep_alive = False  # the 100 was never sent: the body may follow
-            conn.loop.call_soon(self._flush_head)
+            conn.state.head_pending(self)
         elif kind == "http.response.trailers":
             data = response.trailers(
                 message.get("headers", ()), message.get("more_trailers", False)
@@ -756,7 +756,7 @@ class Cycle(AppCall):
         else:
             raise InvalidMessage(f"unexpected ASGI message {kind!r} for an http scope")
 
-    def _flush_head(self) -> None:
+    def flush_head(self) -> None:
         if not self.disconnected:
             data = self.response.pending_head()
             if data:

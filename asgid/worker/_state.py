@@ -71,6 +71,7 @@ class ServerState:
         self.connections: set[HttpProtocol | H2Protocol] = set()
         self.websockets: set[WebSocketSession] = set()
         self.cycles: set[AppCall] = set()
+        self.pending_heads: list[AppCall] = []  # see head_pending()
         self.now = loop.time()
         # Tasks named up front: 3.11 formats a "Task-N" name for each one otherwise.
         if loop.get_task_factory() is None:
@@ -131,6 +132,23 @@ class ServerState:
             "state": self.lifespan_state.copy(),
             "extensions": extensions,
         }
+
+    def head_pending(self, call: AppCall) -> None:
+        """``call`` started its response; the head waits for the body to leave with it.
+
+        Should the app await something else first, the head is written at the
+        loop's next iteration. One callback per iteration serves every
+        connection: under load, the responses started in one iteration
+        share it instead of scheduling one each.
+        """
+        if not self.pending_heads:
+            self.loop.call_soon(self._flush_heads)
+        self.pending_heads.append(call)
+
+    def _flush_heads(self) -> None:
+        calls, self.pending_heads = self.pending_heads, []
+        for call in calls:
+            call.flush_head()
 
     def record(self, scope: dict[str, Any], status: int, body_bytes: int, start: float) -> None:
         """A response is over: count it, and log it (``start``: perf_counter at its start)."""
