@@ -8,10 +8,12 @@ by anything that runs per request. TLS contexts are in ``_tls``.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import stat
 from collections.abc import Iterable
+from typing import Any
 
 from .config import BindAddress, ServerSettings, parse_bind
 
@@ -85,6 +87,19 @@ def describe(sock: socket.socket) -> str:
         return f"unix:{name}"
     host = f"[{name[0]}]" if sock.family == socket.AF_INET6 else name[0]
     return f"{host}:{name[1]}"
+
+
+def shared_local_address(sock: socket.socket) -> Any:
+    """The local address every connection accepted on ``sock`` will have, if one will.
+
+    A Unix socket's path, or the address of a TCP socket bound to one IP;
+    None for a wildcard bind, where it depends on the interface the client
+    came in on. Knowing it spares a getsockname() per connection.
+    """
+    name = sock.getsockname()
+    if sock.family != socket.AF_UNIX and ipaddress.ip_address(name[0]).is_unspecified:
+        return None
+    return name
 
 
 class Listeners:

@@ -93,14 +93,21 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
 
     transport: asyncio.Transport  # from connection_made on
 
-    def __init__(self, state: ServerState, *, tls: bool = False) -> None:
+    def __init__(
+        self,
+        state: ServerState,
+        *,
+        tls: bool = False,
+        server: tuple[str, int | None] | None = None,
+    ) -> None:
+        """``server``: the local address every connection of this listener has, if one does."""
         super().__init__()
         self.state = state
         self.loop = state.loop
         self.parser = httptools.HttpRequestParser(self)
         self.scheme = "https" if tls else "http"
         self.client: tuple[str, int] | None = None
-        self.server: tuple[str, int | None] | None = None
+        self.server = server
         self.url = b""
         self.method = b""  # of the request being parsed; b"" until its request line is read
         self.headers: list[tuple[bytes, bytes]] = []
@@ -129,11 +136,8 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport = cast(asyncio.Transport, transport)
         self.client = _address(transport.get_extra_info("peername"))
-        sockname = transport.get_extra_info("sockname")
-        if isinstance(sockname, str) and sockname:
-            self.server = (sockname, None)  # a Unix socket: [path, None] in the scope
-        else:
-            self.server = _address(sockname)
+        if self.server is None:
+            self.server = local_address(transport.get_extra_info("sockname"))
         state = self.state
         if self.scheme == "https" and state.http2:
             ssl_object = transport.get_extra_info("ssl_object")
@@ -821,6 +825,13 @@ def _too_large(limit: int) -> str:
 
 
 def _address(info: Any) -> tuple[str, int] | None:
-    if isinstance(info, tuple) and len(info) >= 2:
-        return str(info[0]), int(info[1])
+    if type(info) is tuple:
+        return info if len(info) == 2 else info[:2]  # IPv6 adds flowinfo and scope id
     return None
+
+
+def local_address(sockname: Any) -> tuple[str, int | None] | None:
+    """The scope's ``server`` for a socket's local address."""
+    if isinstance(sockname, str) and sockname:
+        return (sockname, None)  # a Unix socket: [path, None] in the scope
+    return _address(sockname)

@@ -19,10 +19,10 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from .._sockets import describe
+from .._sockets import describe, shared_local_address
 from ..config import Config
 from ._lifespan import Lifespan
-from ._protocol import HttpProtocol
+from ._protocol import HttpProtocol, local_address
 from ._state import ServerState
 from ._types import ASGIApp
 
@@ -114,7 +114,7 @@ class Worker:
         await lifespan.startup()
         for sock in sockets:
             server = await loop.create_server(
-                self._protocol,
+                self._protocol_factory(sock),
                 sock=sock,
                 backlog=self.config.server.backlog,
                 **self._tls_options(),
@@ -175,9 +175,13 @@ class Worker:
             metrics=state.stats.snapshot() if state.stats is not None else None,
         )
 
-    def _protocol(self) -> HttpProtocol:
-        assert self.state is not None
-        return HttpProtocol(self.state, tls=self.ssl_context is not None)
+    def _protocol_factory(self, listener: socket.socket | None) -> Callable[[], HttpProtocol]:
+        """Protocols for ``listener``'s connections (None: each looks up its own address)."""
+        state = self.state
+        assert state is not None
+        tls = self.ssl_context is not None
+        server = None if listener is None else local_address(shared_local_address(listener))
+        return lambda: HttpProtocol(state, tls=tls, server=server)
 
     def _tls_options(self) -> dict[str, Any]:
         if self.ssl_context is None:
@@ -225,7 +229,9 @@ class Worker:
         state.draining = True
         adopting = [
             loop.create_task(
-                loop.connect_accepted_socket(self._protocol, client, **self._tls_options())
+                loop.connect_accepted_socket(
+                    self._protocol_factory(None), client, **self._tls_options()
+                )
             )
             for client in leftovers
         ]
