@@ -363,7 +363,8 @@ class Response:
 
     def body(self, body: bytes, more_body: bool) -> bytes:
         """Bytes to write for one ``http.response.body`` message."""
-        check_body(body, started=self.started, done=self._body_done)
+        if type(body) is not bytes or not self.started or self._body_done:
+            check_body(body, started=self.started, done=self._body_done)
         self.body_bytes += len(body)
         head = self._head
         if head is not None:
@@ -433,17 +434,20 @@ class Response:
     def _whole(self, head: list[bytes], body: bytes) -> bytes:
         """The response is one message: frame it with an exact Content-Length."""
         size = len(body)
+        has_body = self.status not in _NO_BODY_STATUSES
+        sends_body = has_body and not self._is_head
         if self._expected < 0:
-            if self.status not in _NO_BODY_STATUSES and (size or not self._is_head):
+            if has_body and (size or not self._is_head):
                 head.append(b"content-length: %d\r\n" % size)
-        elif self._expected != size and self.sends_body:
+        elif self._expected != size and sends_body:
             raise InvalidMessage(
                 f"response body of {size} bytes does not match content-length {self._expected}"
             )
         self._body_done = self.complete = True
-        head.append(self._connection_line())
+        if not self.keep_alive or self.version != "1.1":
+            head.append(self._connection_line())
         head.append(b"\r\n")
-        if self.sends_body:
+        if sends_body:
             head.append(body)
         return b"".join(head)
 

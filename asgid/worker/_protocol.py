@@ -445,7 +445,8 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if cycle is not None:
             self.cycle = None
             cycle.more_body = False
-            cycle.wake()
+            if cycle.waiter is not None:
+                cycle.wake()
             if self.active is None and not self.pipeline:
                 # Answered before its body was read: idle from now on.
                 self.deadline = self.loop.time() + self.state.timeout_keep_alive
@@ -495,7 +496,8 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             return
         elif self.cycle is None:  # idle from now on; else when the unread body ends
             self.deadline = self.loop.time() + state.timeout_keep_alive
-        self.resume_reading()
+        if self.read_paused:
+            self.resume_reading()
 
     def fail(self, status: int, reason: str) -> None:
         """Answer a malformed request with ``status`` and close the connection.
@@ -737,7 +739,8 @@ class Cycle(AppCall):
             if response.complete:
                 self.finished = True
                 conn.response_complete(self)
-                self.wake()
+                if self.waiter is not None:  # the app waits in receive(): http.disconnect
+                    self.wake()
             elif conn.write_paused or conn.transport.is_closing():
                 await self._after_write()
         elif kind == "http.response.start":
