@@ -83,6 +83,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         "server",
         "sniffed",
         "sniffing",
+        "starting",
         "state",
         "trailer_fields",
         "transport",
@@ -117,6 +118,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.trailer_fields = 0
         self.cycle: Cycle | None = None  # the request whose bytes are being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
+        self.starting: Cycle | None = None  # the active request, to start once the read is parsed
         self.pipeline: deque[Cycle] = deque()
         self.deadline = 0.0  # an unfinished head, or an idle connection, is closed at this time
         self.body_deadline = 0.0  # the next part of the request body is due by this time
@@ -198,6 +200,15 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             if not data:
                 return
         self.read_size = len(data)
+        try:
+            self._parse(data)
+        finally:
+            cycle = self.starting
+            if cycle is not None:
+                self.starting = None
+                cycle.start(eager=True)
+
+    def _parse(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
@@ -376,8 +387,9 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.cycle = cycle
         self.body_received = 0
         if self.active is None:
-            self.active = cycle
-            cycle.start()
+            # Started once httptools is done with this read: the app's first
+            # step may then run at once, outside the parser's callbacks.
+            self.active = self.starting = cycle
         else:
             self.pipeline.append(cycle)
             self._pause_reading()
@@ -514,7 +526,9 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             head = self.method == b"HEAD"
         else:
             cycle.disconnect()  # its body will never arrive in full
-            if cycle.task is not None and cycle not in self.state.cycles:
+            if self.starting is cycle:
+                self.starting = None  # the app never sees this request
+            elif cycle.task is not None and cycle not in self.state.cycles:
                 cycle.task.cancel()  # the app has not run yet: it never sees this request
             if cycle in self.pipeline:
                 self.pipeline.remove(cycle)  # the error is its answer
@@ -657,11 +671,16 @@ class Cycle(AppCall):
         self.task: asyncio.Task[None] | None = None
         self.start_time = 0.0
 
-    def start(self) -> None:
-        conn = self.conn
-        if conn.state.timed:
+    def start(self, *, eager: bool = False) -> None:
+        """Run the application; ``eager``: its first step now, where Python can.
+
+        A pipelined request is started by the one before it, from that one's
+        ``send``: eagerly, a long pipeline would nest one inside the next.
+        """
+        state = self.conn.state
+        if state.timed:
             self.start_time = time.perf_counter()
-        self.task = conn.state.new_task(self.run())
+        self.task = (state.eager_task if eager else state.new_task)(self.run())
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import sys
 import time
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
@@ -74,12 +75,19 @@ class ServerState:
         self.pending_heads: list[AppCall] = []  # see head_pending()
         self.now = loop.time()
         # Tasks named up front: 3.11 formats a "Task-N" name for each one otherwise.
+        self.new_task: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
+        self.eager_task: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
         if loop.get_task_factory() is None:
-            self.new_task: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]] = (
-                functools.partial(asyncio.Task, loop=loop, name="asgid-request")
+            self.new_task = functools.partial(asyncio.Task, loop=loop, name="asgid-request")
+            # From 3.12 a task can take its first step at once, in the caller:
+            # a request answered without waiting never queues on the loop.
+            self.eager_task = (
+                functools.partial(self.new_task, eager_start=True)
+                if sys.version_info >= (3, 12)
+                else self.new_task
             )
-        else:
-            self.new_task = loop.create_task
+        else:  # the application's own factory decides
+            self.new_task = self.eager_task = loop.create_task
         self.draining = False
         self.requests = 0  # requests finished by this worker
         self.in_progress = 0

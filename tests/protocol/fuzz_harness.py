@@ -703,19 +703,24 @@ class _Run:
         loop.set_exception_handler(self._loop_exception)
         self.state = state = ServerState(CONFIGS[scenario.config], self.spec.app, loop)
         self.tasks: list[asyncio.Task[Any]] = []
-        new_task = state.new_task
 
-        def tracked(coro: Any) -> asyncio.Task[None]:
-            task = new_task(coro)
-            self.tasks.append(task)
-            return task
+        def tracking(
+            make: Callable[[Any], asyncio.Task[None]],
+        ) -> Callable[[Any], asyncio.Task[None]]:
+            def tracked(coro: Any) -> asyncio.Task[None]:
+                task = make(coro)
+                self.tasks.append(task)
+                return task
+
+            return tracked
 
         def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
             task = asyncio.Task(coro, loop=loop, **kwargs)
             self.tasks.append(task)
             return task
 
-        state.new_task = tracked
+        state.new_task = tracking(state.new_task)
+        state.eager_task = tracking(state.eager_task)
         loop.set_task_factory(factory)  # after ServerState: it picks its own task maker
         self.protocol = protocol_class(state)
         self.transport = FakeTransport(
