@@ -75,6 +75,7 @@ class Scenario:
     body: bytes = b""
     expect: Callable[[bytes], bool] = lambda body: True
     what: str = ""
+    new_connection: bool = False  # each request on a connection of its own
 
 
 def _is_hello_json(body: bytes) -> bool:
@@ -130,6 +131,7 @@ SCENARIOS: dict[str, Scenario] = {
             "bench.apps:app",
             "/plaintext",
             lua="close.lua",
+            new_connection=True,
             expect=lambda b: b == b"Hello, world!",
             what="raw ASGI plaintext, a new connection per request (Connection: close)",
         ),
