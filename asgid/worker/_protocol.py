@@ -201,15 +201,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
                 return
         self.read_size = len(data)
         try:
-            self._parse(data)
-        finally:
-            cycle = self.starting
-            if cycle is not None:
-                self.starting = None
-                cycle.start(eager=True)
-
-    def _parse(self, data: bytes) -> None:
-        try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as exc:
             self._upgraded(data[exc.args[0] :] if exc.args else b"")
@@ -243,6 +234,11 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             # first asks for the body; the clock starts then).
             if cycle is not None and not cycle.expect_continue:
                 self.body_deadline = self.loop.time() + self.state.timeout_request_body
+        finally:
+            cycle = self.starting
+            if cycle is not None:  # the read is parsed: its request may start now
+                self.starting = None
+                cycle.start(eager=True)
 
     def _sniff(self, data: bytes) -> bytes:
         """The first bytes of a cleartext connection: HTTP/2 with prior knowledge, or not.
