@@ -17,7 +17,6 @@ import asyncio
 import logging
 import os
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import httptools
@@ -119,7 +118,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.cycle: Cycle | None = None  # the request whose bytes are being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
         self.starting: Cycle | None = None  # the active request, to start once the read is parsed
-        self.pipeline: deque[Cycle] = deque()
+        self.pipeline: list[Cycle] = []  # read, waiting for the active one to be answered
         self.deadline = 0.0  # an unfinished head, or an idle connection, is closed at this time
         self.body_deadline = 0.0  # the next part of the request body is due by this time
         self.body_received = 0
@@ -494,7 +493,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
                 self.transport.close()
             return
         if self.pipeline:  # requests that came before any error are answered first
-            self.active = self.pipeline.popleft()
+            self.active = self.pipeline.pop(0)
             self.active.start()
         elif self.pending_error:
             self.close_with(self.pending_error)
