@@ -160,8 +160,14 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if logger.isEnabledFor(logging.DEBUG):
             how = f" ({exc!r})" if exc is not None else ""
             logger.debug("%s - connection closed%s", format_client(self.client), how)
+        # The parser holds this protocol's callbacks, and a WebSocket session
+        # the protocol itself: reference cycles that only the cycle collector
+        # would free, with the transport and a dozen more objects each.
+        del self.parser
+        self.upgrade = None
         if self.ws is not None:
             self.ws.lost()
+            self.ws = None
         if self.active is not None:
             self.active.disconnect()
         for cycle in self.pipeline:
@@ -268,6 +274,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         )
         transport = self.transport
         transport.set_protocol(protocol)
+        del self.parser  # this protocol is done: leave no cycle behind (see connection_lost)
         protocol.connection_made(transport)
         if data:
             protocol.data_received(data)

@@ -83,8 +83,15 @@ class WebSocketSession:
                 )
             )
 
+        # The app chooses in websocket.accept, and the library asks during
+        # accept(). The answer waits in a list, not on self: the library's
+        # protocol object is a reference cycle of its own (its parser is a
+        # generator), and must not pull this session and its connection in.
+        subprotocol: list[str | None] = [None]
+        self.subprotocol = subprotocol
+
         def select_subprotocol(protocol: ServerProtocol, offered: Any) -> Any:
-            return self.subprotocol  # the app chose it in websocket.accept
+            return subprotocol[0]
 
         self.protocol = ServerProtocol(
             extensions=extensions,
@@ -99,7 +106,6 @@ class WebSocketSession:
         self.closed = False  # the app may no longer send
         self.disconnect: Message | None = None  # delivered once the inbox is empty
         self.http_response: Response | None = None
-        self.subprotocol: str | None = None
         self.text_decoder: Any = None
         # One buffer, not a list of frames: a message of many tiny fragments
         # must cost its size in memory (max_size), not an object per frame.
@@ -428,7 +434,7 @@ class WebSocketSession:
         elif kind == "websocket.accept":
             if self.accepted or self.http_response is not None or self.closed:
                 raise InvalidMessage("websocket.accept sent out of order")
-            self.subprotocol = message.get("subprotocol")
+            self.subprotocol[0] = message.get("subprotocol")
             response = protocol.accept(self.request)
             for name, value in message.get("headers", ()):
                 response.headers[name.decode("latin-1")] = value.decode("latin-1")

@@ -173,7 +173,9 @@ class FakeTransport(asyncio.Transport):
 
     def _connection_lost(self, exc: Exception | None) -> None:
         self.lost = self.closing = True
-        self.protocol.connection_lost(exc)
+        protocol = self.protocol
+        del self.protocol  # as uvloop's transports do: the pair leaves no reference cycle
+        protocol.connection_lost(exc)
 
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return {"peername": ("10.1.2.3", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
