@@ -52,7 +52,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
-from _common import HOST, Process, git_state, machine, package_versions
+from _common import HOST, Process, free_port, git_state, machine, package_versions
 from http_bench import SCENARIOS, SERVERS, Scenario, server_command
 
 BENCH = Path(__file__).resolve().parent
@@ -141,12 +141,6 @@ def wait_answering(process: Process, port: int, scenario: Scenario, timeout: flo
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
 
 
 # -- instructions -------------------------------------------------------------------
