@@ -65,6 +65,17 @@ def check_field(lower_name: bytes, value: bytes, what: str) -> None:
         raise InvalidMessage(f"{what} {lower_name!r} has CR, LF or NUL in its value")
 
 
+def content_length(value: bytes, declared: int) -> int:
+    """A response's Content-Length field as a number; ``declared``: the one already
+    seen, or -1. Raises ``InvalidMessage`` for a second one, ValueError for garbage."""
+    if declared >= 0:
+        raise InvalidMessage("more than one content-length header")
+    length = int(value)
+    if length < 0:
+        raise ValueError("negative content-length")
+    return length
+
+
 def check_body(body: object, *, started: bool, done: bool) -> None:
     """Raise ``InvalidMessage`` unless ``http.response.body`` may carry ``body`` now."""
     if not started or done:
@@ -336,11 +347,7 @@ class Response:
                     check_field(lower, value, "response header")  # raises, or learns the name
                 if lower in notable:
                     if lower == b"content-length":
-                        if self._expected >= 0:
-                            raise InvalidMessage("more than one content-length header")
-                        self._expected = int(value)
-                        if self._expected < 0:
-                            raise ValueError("negative content-length")
+                        self._expected = content_length(value, self._expected)
                         self._length_at = len(parts)  # where its line begins, if chunked wins
                     elif lower == b"transfer-encoding":
                         continue  # framing is the server's business

@@ -22,7 +22,7 @@ from h2.errors import ErrorCodes
 from .._exceptions import ClientDisconnected
 from ._access import format_client
 from ._cycle import AppCall
-from ._h1 import InvalidMessage, check_body, check_field
+from ._h1 import InvalidMessage, check_body, check_field, content_length
 from ._types import Message
 
 if TYPE_CHECKING:
@@ -282,11 +282,7 @@ class H2Stream(AppCall):
                 if lower in CONNECTION_FIELDS:
                     continue
                 if lower == b"content-length":
-                    if self.expected >= 0:
-                        raise InvalidMessage("more than one content-length header")
-                    self.expected = int(value)
-                    if self.expected < 0:
-                        raise ValueError("negative content-length")
+                    self.expected = content_length(value, self.expected)
                 elif lower in defaults.names:
                     if overridden is None:
                         overridden = set()
