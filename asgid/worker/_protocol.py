@@ -67,7 +67,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         "cycle",
         "deadline",
         "head_bytes",
-        "head_size",
         "headers",
         "lingering",
         "loop",
@@ -85,6 +84,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         "starting",
         "state",
         "trailer_fields",
+        "trailer_size",
         "transport",
         "upgrade",
         "url",
@@ -111,10 +111,10 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.url = b""
         self.method = b""  # of the request being parsed; b"" until its request line is read
         self.headers: list[tuple[bytes, bytes]] = []
-        self.head_size = 0
         self.head_bytes = _NO_HEAD
         self.read_size = 0  # bytes in the read being parsed
         self.trailer_fields = 0
+        self.trailer_size = 0
         self.cycle: Cycle | None = None  # the request whose bytes are being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
         self.starting: Cycle | None = None  # the active request, to start once the read is parsed
@@ -330,10 +330,10 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         # they are counted against the limits and dropped.
         state = self.state
         self.trailer_fields += 1
-        self.head_size += len(name) + len(value) + 4
+        self.trailer_size += len(name) + len(value) + 4
         if self.trailer_fields > state.max_headers:
             raise BadRequest("too many trailer fields", status=431)
-        if self.head_size > state.max_header_size:
+        if self.trailer_size > state.max_header_size:
             raise BadRequest("trailer fields too large", status=431)
 
     def _check_head_size(self) -> None:
@@ -351,7 +351,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if self.head_bytes != _HEAD_BEGUN or self.read_size > state.max_header_size:
             self._check_head_size()
         self.head_bytes = _NO_HEAD
-        self.head_size = self.trailer_fields = 0  # what trailers will count
+        self.trailer_fields = self.trailer_size = 0  # what trailers will count
         parser = self.parser
         version = parser.get_http_version()
         headers = self.headers
