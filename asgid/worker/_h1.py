@@ -70,10 +70,9 @@ def content_length(value: bytes, declared: int) -> int:
     seen, or -1. Raises ``InvalidMessage`` for a second one, ValueError for garbage."""
     if declared >= 0:
         raise InvalidMessage("more than one content-length header")
-    length = int(value)
-    if length < 0:
-        raise ValueError("negative content-length")
-    return length
+    if not value.isdigit():  # int() would also take " 5", "+5" and "5_0"
+        raise ValueError(f"content-length {value!r} is not a number")
+    return int(value)
 
 
 def check_body(body: object, *, started: bool, done: bool) -> None:
@@ -116,7 +115,10 @@ def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
 
 
 class RequestHead:
-    """What the connection needs to know about a request beyond the scope."""
+    """What the connection needs to know about a request beyond the scope.
+
+    Read-only once ``check_head`` returns it: most requests share ``PLAIN_HEAD``.
+    """
 
     __slots__ = ("chunked", "content_length", "expect_continue", "trailers", "upgrade")
 
@@ -126,6 +128,12 @@ class RequestHead:
         self.trailers = False
         self.chunked = False
         self.upgrade: bytes | None = None
+
+
+PLAIN_HEAD = RequestHead()  # no body framing, no Expect, TE or Upgrade: most requests
+_HEAD_FIELDS = frozenset(
+    (b"host", b"transfer-encoding", b"content-length", b"expect", b"te", b"upgrade")
+)
 
 
 def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
@@ -140,10 +148,12 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
         if version == "0.9":
             raise BadRequest("request line has no HTTP version")
         raise BadRequest(f"HTTP/{version} is not supported", status=505)
-    head = RequestHead()
+    head = PLAIN_HEAD
     hosts = 0
-    codings: list[bytes] = []
+    codings: list[bytes] | None = None
     for name, value in headers:
+        if name not in _HEAD_FIELDS:
+            continue
         if name == b"host":
             hosts += 1
             if value not in _VALID_HOSTS:
@@ -151,7 +161,12 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
                     raise BadRequest("invalid Host header")
                 if len(_VALID_HOSTS) < 256:
                     _VALID_HOSTS.add(value)  # clients repeat their Host on every request
-        elif name == b"transfer-encoding":
+            continue
+        if head is PLAIN_HEAD:
+            head = RequestHead()
+        if name == b"transfer-encoding":
+            if codings is None:
+                codings = []
             codings += [c for c in (part.strip().lower() for part in value.split(b",")) if c]
         elif name == b"content-length":
             head.content_length = value
@@ -160,7 +175,7 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
                 head.expect_continue = version == "1.1"
         elif name == b"te":
             head.trailers = b"trailers" in value.lower()
-        elif name == b"upgrade":
+        else:
             head.upgrade = value.lower()
     if codings:
         _check_codings(version, codings)
@@ -214,6 +229,15 @@ def http_date(epoch: float) -> bytes:
     return email.utils.formatdate(epoch, usegmt=True).encode("ascii")
 
 
+# What a response field name is to HTTP/1.1 framing (ResponseDefaults.learn).
+_FIELD, _CONTENT_LENGTH, _TRANSFER_ENCODING, _CONNECTION, _DEFAULT = range(5)
+_NAME_KINDS = {
+    b"content-length": _CONTENT_LENGTH,
+    b"transfer-encoding": _TRANSFER_ENCODING,
+    b"connection": _CONNECTION,
+}
+
+
 class ResponseDefaults:
     """Headers every response carries; the worker refreshes the date once a second."""
 
@@ -223,8 +247,8 @@ class ResponseDefaults:
         "_static_lines",
         "date",
         "date_header",
+        "kinds",
         "names",
-        "notable",
         "suffix",
     )
 
@@ -240,13 +264,27 @@ class ResponseDefaults:
             static.append((b"server", b"asgid"))
         static.extend((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in headers)
         self.names = frozenset(name for name, _ in static) | ({b"date"} if date_header else set())
-        # Response fields HTTP/1.1 must look at: framing, connection, and the defaults' names.
-        self.notable = self.names | {b"content-length", b"transfer-encoding", b"connection"}
+        # What HTTP/1.1 makes of a response field name, as the app spelled it (see learn()).
+        self.kinds: dict[bytes, int] = {}
         self._static = static
         self._static_lines = b"".join(b"%s: %s\r\n" % pair for pair in static)
         self.date_header = date_header
         self._date_line = self.suffix = self.date = b""
         self.set_date(0.0)
+
+    def learn(self, name: bytes) -> int:
+        """What HTTP/1.1 makes of a response field ``name``: ``_FIELD`` (nothing), framing,
+        connection, or one of the defaults. Raises ``InvalidMessage`` unless it is a token.
+
+        Apps send the same few names on every response, spelled the same way:
+        up to 512 answers are kept in ``kinds``, so a known name costs one lookup.
+        """
+        lower = name.lower()
+        check_field(lower, b"", "response header")
+        kind = _NAME_KINDS.get(lower, _DEFAULT if lower in self.names else _FIELD)
+        if len(self.kinds) < 512:
+            self.kinds[name] = kind
+        return kind
 
     def set_date(self, epoch: float) -> None:
         if self.date_header:
@@ -302,10 +340,12 @@ class Response:
         "version",
     )
 
+    _length_at: int  # set with _expected: where its line is in the head
+    _written: int  # body bytes framed by Content-Length; set when that framing is chosen
+
     def __init__(
         self,
         defaults: ResponseDefaults,
-        *,
         method: bytes,
         version: str,
         keep_alive: bool,
@@ -324,8 +364,6 @@ class Response:
         self._head: list[bytes] | None = None
         self._framing = _NONE
         self._expected = -1  # the Content-Length the app declared; -1 when none
-        self._length_at = 0
-        self._written = 0
         self.body_bytes = 0
 
     # -- messages ---------------------------------------------------------
@@ -338,32 +376,35 @@ class Response:
             raise InvalidMessage(f"http.response.start: invalid status {status!r}")
         parts = [STATUS_LINES[status]]
         defaults = self._defaults
-        notable = defaults.notable
+        kinds = defaults.kinds
         overridden: set[bytes] | None = None
         try:
             for name, value in message.get("headers", ()):
-                lower = name.lower()
-                if lower not in _VALID_NAMES or CR in value or LF in value or NUL in value:
-                    check_field(lower, value, "response header")  # raises, or learns the name
-                if lower in notable:
-                    if lower == b"content-length":
+                kind = kinds.get(name)
+                if kind is None:
+                    kind = defaults.learn(name)  # or raises: not a token
+                if CR in value or LF in value or NUL in value:
+                    check_field(name.lower(), value, "response header")  # raises
+                if kind:
+                    if kind == _CONTENT_LENGTH:
                         self._expected = content_length(value, self._expected)
                         self._length_at = len(parts)  # where its line begins, if chunked wins
-                    elif lower == b"transfer-encoding":
+                    elif kind == _TRANSFER_ENCODING:
                         continue  # framing is the server's business
-                    elif lower == b"connection":
+                    elif kind == _CONNECTION:
                         if value.lower() == b"close":
                             self.keep_alive = False
                         continue
-                    else:
+                    else:  # one of the defaults: the app's replaces it
                         if overridden is None:
                             overridden = set()
-                        overridden.add(lower)
+                        overridden.add(name.lower())
                 parts += (name, b": ", value, b"\r\n")
         except (TypeError, ValueError, AttributeError) as exc:
             raise InvalidMessage(f"http.response.start: invalid headers ({exc})") from None
         parts.append(defaults.suffix if overridden is None else defaults.without(overridden))
-        self._trailers_declared = bool(message.get("trailers", False))
+        if message.get("trailers", False):
+            self._trailers_declared = True
         self.status = status
         self.started = True
         self._head = parts
@@ -374,13 +415,28 @@ class Response:
             check_body(body, started=self.started, done=self._body_done)
         self.body_bytes += len(body)
         head = self._head
-        if head is not None:
-            self._head = None
-            if not more_body and not self._trailers_declared:
-                return self._whole(head, body)
+        if head is None:
+            return self._frame(body, more_body)
+        self._head = None
+        if more_body or self._trailers_declared:
             self._choose_framing(head)
             return b"".join(head) + self._frame(body, more_body)
-        return self._frame(body, more_body)
+        # The whole response in one message: frame it with an exact Content-Length.
+        self._body_done = self.complete = True
+        has_body = self.status not in _NO_BODY_STATUSES
+        if self._expected < 0:
+            if has_body and (body or not self._is_head):
+                head.append(b"content-length: %d\r\n" % len(body))
+        elif self._expected != len(body) and has_body and not self._is_head:
+            raise InvalidMessage(
+                f"response body of {len(body)} bytes does not match content-length {self._expected}"
+            )
+        if not self.keep_alive or self.version != "1.1":
+            head.append(self._connection_line())
+        head.append(b"\r\n")
+        if has_body and not self._is_head:
+            head.append(body)
+        return b"".join(head)
 
     def trailers(self, headers: Iterable[tuple[bytes, bytes]], more: bool) -> bytes:
         if not self._trailers_declared or not self._body_done or self.complete:
@@ -438,31 +494,12 @@ class Response:
 
     # -- framing ----------------------------------------------------------
 
-    def _whole(self, head: list[bytes], body: bytes) -> bytes:
-        """The response is one message: frame it with an exact Content-Length."""
-        size = len(body)
-        has_body = self.status not in _NO_BODY_STATUSES
-        sends_body = has_body and not self._is_head
-        if self._expected < 0:
-            if has_body and (size or not self._is_head):
-                head.append(b"content-length: %d\r\n" % size)
-        elif self._expected != size and sends_body:
-            raise InvalidMessage(
-                f"response body of {size} bytes does not match content-length {self._expected}"
-            )
-        self._body_done = self.complete = True
-        if not self.keep_alive or self.version != "1.1":
-            head.append(self._connection_line())
-        head.append(b"\r\n")
-        if sends_body:
-            head.append(body)
-        return b"".join(head)
-
     def _choose_framing(self, head: list[bytes]) -> None:
         if not self.sends_body:
             self._framing = _NONE
         elif self._expected >= 0 and not (self._trailers_declared and self._trailers_allowed):
             self._framing = _LENGTH
+            self._written = 0
         elif self.version == "1.1":
             self._framing = _CHUNKED
             if self._expected >= 0:  # trailers are coming: chunked framing wins

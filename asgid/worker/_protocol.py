@@ -301,18 +301,17 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
 
     # -- httptools callbacks ------------------------------------------------
 
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.method = b""
-        self.headers = []
-        self.head_bytes = _HEAD_BEGUN
+    # No on_message_begin: httptools calls only the callbacks a protocol has,
+    # and a request's first one is on_url, for its request line.
 
     def on_url(self, url: bytes) -> None:
-        if self.url:
-            self.url += url  # the request line came in more than one read
-        else:
+        if self.head_bytes == _NO_HEAD:  # a request begins
             self.url = url
             self.method = self.parser.get_method()
+            self.headers = []
+            self.head_bytes = _HEAD_BEGUN
+        else:
+            self.url += url  # the request line came in more than one read
         if len(self.url) > self.state.max_request_line:
             raise BadRequest("request-target too long", status=414)
 
@@ -378,13 +377,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         scope = state.http_scope(
             version, method, path, raw_path, query, headers, client, self.server, scheme, extensions
         )
-        response = Response(
-            state.defaults,
-            method=method,
-            version=version,
-            keep_alive=keep_alive,
-            trailers_allowed=head.trailers,
-        )
+        response = Response(state.defaults, method, version, keep_alive, head.trailers)
         cycle = Cycle(self, scope, response, head.expect_continue)
         self.cycle = cycle
         self.body_received = 0
@@ -454,6 +447,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         cycle.wake()
 
     def on_message_complete(self) -> None:
+        self.method = b""  # the next request's is not known until its request line
         self.body_deadline = 0.0
         cycle = self.cycle
         if cycle is not None:

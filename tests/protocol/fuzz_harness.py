@@ -461,10 +461,6 @@ class ObservedProtocol(HttpProtocol):
         self.failures.append((len(self.heads) - parsing_a_head, status, reason))
         super().fail(status, reason)
 
-    def on_message_begin(self) -> None:
-        self.head_failed = False
-        super().on_message_begin()
-
     def on_headers_complete(self) -> None:
         parser = self.parser
         names = {name: value.lower() for name, value in self.headers}

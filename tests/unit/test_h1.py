@@ -326,7 +326,7 @@ def test_whole_body_content_length_mismatch_is_invalid():
         response.body(b"short", False)
 
 
-@pytest.mark.parametrize("value", [b"abc", b"-1", b""])
+@pytest.mark.parametrize("value", [b"abc", b"-1", b"", b" 5", b"+5", b"5_0"])
 def test_invalid_content_length_from_app(value):
     response = make()
     with pytest.raises(InvalidMessage):
