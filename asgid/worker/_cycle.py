@@ -91,7 +91,6 @@ class AppCall:
 
     async def run(self) -> None:
         state = self.conn.state
-        state.in_progress += 1
         state.cycles.add(self)
         try:
             await state.app(self.scope, self.receive, self.send)
@@ -111,7 +110,6 @@ class AppCall:
                 logger.error("ASGI application returned without completing the response")
                 self._abort()
         finally:
-            state.in_progress -= 1
             state.requests += 1
             state.cycles.discard(self)
             self._ended()

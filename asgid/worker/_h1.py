@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import http
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -42,6 +42,7 @@ STATUS_LINES: dict[int, bytes] = {code: _status_line(code) for code in range(100
 _HOST_RE = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$")
 _SCHEME_RE = re.compile(rb"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _NO_BODY_STATUSES = frozenset({204, 304})
+_CONNECTION_FIELDS = (b"connection", b"proxy-connection")  # httptools reads keep-alive from both
 _VALID_HOSTS: set[bytes] = set()
 _TOKEN_RE = re.compile(rb"[!#$%&'*+\-.^_`|~0-9a-z]+")  # RFC 9110 5.6.2, lower-cased
 _VALID_NAMES: set[bytes] = set()  # lower-cased field names the app sent that were tokens
@@ -133,24 +134,27 @@ class RequestHead:
 PLAIN_HEAD = RequestHead()  # no body framing, no Expect, TE or Upgrade: most requests
 _HEAD_FIELDS = frozenset(
     (b"host", b"transfer-encoding", b"content-length", b"expect", b"te", b"upgrade")
+    + _CONNECTION_FIELDS
 )
 
 
-def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
-    """Validate the headers of a parsed request (RFC 9112 sections 3.2, 6, 7).
+def check_head(
+    headers: list[tuple[bytes, bytes]], keep_alive: bool, read_version: Callable[[], str]
+) -> tuple[str, RequestHead]:
+    """Validate a parsed request head (RFC 9112 sections 3.2, 6, 7); return its
+    HTTP version and what the connection must act on.
 
-    ``headers`` are ``(lower-cased name, value)`` pairs in order. Raises
-    ``BadRequest`` for what httptools lets through: a missing, repeated or
-    malformed Host on HTTP/1.1, a transfer coding other than a lone final
-    ``chunked``, ``chunked`` on HTTP/1.0, and HTTP versions asgid cannot serve.
+    ``headers`` are ``(lower-cased name, value)`` pairs in order, ``keep_alive``
+    is what httptools says of the connection, and ``read_version`` returns the
+    version httptools parsed. Raises ``BadRequest`` for what httptools lets
+    through: a missing, repeated or malformed Host on HTTP/1.1, a transfer
+    coding other than a lone final ``chunked``, ``chunked`` on HTTP/1.0, and
+    HTTP versions asgid cannot serve.
     """
-    if version != "1.1" and version != "1.0":
-        if version == "0.9":
-            raise BadRequest("request line has no HTTP version")
-        raise BadRequest(f"HTTP/{version} is not supported", status=505)
     head = PLAIN_HEAD
     hosts = 0
     codings: list[bytes] | None = None
+    connection = False
     for name, value in headers:
         if name not in _HEAD_FIELDS:
             continue
@@ -162,6 +166,9 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
                 if len(_VALID_HOSTS) < 256:
                     _VALID_HOSTS.add(value)  # clients repeat their Host on every request
             continue
+        if name in _CONNECTION_FIELDS:
+            connection = True
+            continue
         if head is PLAIN_HEAD:
             head = RequestHead()
         if name == b"transfer-encoding":
@@ -171,12 +178,23 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
         elif name == b"content-length":
             head.content_length = value
         elif name == b"expect":
-            if value.lower() == b"100-continue":
-                head.expect_continue = version == "1.1"
+            head.expect_continue = value.lower() == b"100-continue"
         elif name == b"te":
             head.trailers = b"trailers" in value.lower()
         else:
             head.upgrade = value.lower()
+    # httptools formats the version as a new string on each call, a tenth of
+    # a small request's cost, so it is asked only when the answer is not
+    # known: of the versions it parses (0.9, 1.0, 1.1, 2.0), only 1.1 keeps
+    # the connection open without a Connection field saying so.
+    version = "1.1" if keep_alive and not connection else read_version()
+    if version != "1.1":
+        if version == "0.9":
+            raise BadRequest("request line has no HTTP version")
+        if version != "1.0":
+            raise BadRequest(f"HTTP/{version} is not supported", status=505)
+        if head.expect_continue:
+            head.expect_continue = False  # HTTP/1.0 has no 100 Continue
     if codings:
         _check_codings(version, codings)
         head.chunked = True
@@ -184,7 +202,7 @@ def check_head(version: str, headers: list[tuple[bytes, bytes]]) -> RequestHead:
         raise BadRequest("more than one Host header")
     if hosts == 0 and version == "1.1":
         raise BadRequest("HTTP/1.1 request without a Host header")
-    return head
+    return version, head
 
 
 # The methods llhttp parses; any other is refused by httptools before asgid sees it.

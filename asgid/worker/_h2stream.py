@@ -255,6 +255,7 @@ class H2Stream(AppCall):
             raise ClientDisconnected("the client disconnected")
         kind = message["type"]
         if kind == "http.response.body":
+            self.conn.state.pending_heads.pop(self, None)  # a waiting head leaves with this body
             await self._body(message.get("body", b""), message.get("more_body", False))
         elif kind == "http.response.start":
             self._start(message)

@@ -352,9 +352,9 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.head_bytes = _NO_HEAD
         self.trailer_fields = self.trailer_size = 0  # what trailers will count
         parser = self.parser
-        version = parser.get_http_version()
         headers = self.headers
-        head = check_head(version, headers)
+        keep_alive = parser.should_keep_alive()
+        version, head = check_head(headers, keep_alive, parser.get_http_version)
         limit = state.max_body_size
         if limit and head.content_length and int(head.content_length) > limit:
             raise BadRequest(_too_large(limit), status=413)
@@ -362,7 +362,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         raw_path, query = split_target(method, self.url)
         self.deadline = 0.0
         path, raw_path = state.request_path(raw_path)
-        keep_alive = parser.should_keep_alive() and not state.draining
+        keep_alive = keep_alive and not state.draining
         client, scheme = self.client, self.scheme
         if head.upgrade is not None:
             if head.upgrade == b"websocket" and method == b"GET" and self.active is None:
@@ -749,6 +749,7 @@ class Cycle(AppCall):
         kind = message["type"]
         if kind == "http.response.body":
             data = response.body(message.get("body", b""), message.get("more_body", False))
+            conn.state.pending_heads.pop(self, None)  # a waiting head leaves with this body
             if data:
                 conn.transport.write(data)
             if response.complete:

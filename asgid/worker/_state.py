@@ -72,7 +72,7 @@ class ServerState:
         self.connections: set[HttpProtocol | H2Protocol] = set()
         self.websockets: set[WebSocketSession] = set()
         self.cycles: set[AppCall] = set()
-        self.pending_heads: list[AppCall] = []  # see head_pending()
+        self.pending_heads: dict[AppCall, None] = {}  # see head_pending()
         self.now = loop.time()
         # Tasks named up front: 3.11 formats a "Task-N" name for each one otherwise.
         self.new_task: Callable[[Coroutine[Any, Any, None]], asyncio.Task[None]]
@@ -90,7 +90,11 @@ class ServerState:
             self.new_task = self.eager_task = loop.create_task
         self.draining = False
         self.requests = 0  # requests finished by this worker
-        self.in_progress = 0
+
+    @property
+    def in_progress(self) -> int:
+        """Application calls running now."""
+        return len(self.cycles)
 
     # -- what HTTP/1.1 and HTTP/2 requests share ---------------------------------
 
@@ -144,17 +148,18 @@ class ServerState:
     def head_pending(self, call: AppCall) -> None:
         """``call`` started its response; the head waits for the body to leave with it.
 
-        Should the app await something else first, the head is written at the
-        loop's next iteration. One callback per iteration serves every
-        connection: under load, the responses started in one iteration
-        share it instead of scheduling one each.
+        The first body message takes it out of ``pending_heads``. Should the
+        app await something else first, the head is written at the loop's
+        next iteration. One callback per iteration serves every connection:
+        under load, the responses started in one iteration share it instead
+        of scheduling one each.
         """
         if not self.pending_heads:
             self.loop.call_soon(self._flush_heads)
-        self.pending_heads.append(call)
+        self.pending_heads[call] = None
 
     def _flush_heads(self) -> None:
-        calls, self.pending_heads = self.pending_heads, []
+        calls, self.pending_heads = self.pending_heads, {}
         for call in calls:
             call.flush_head()
 

@@ -181,6 +181,32 @@ def test_the_scope_describes_the_request(connect: Any) -> None:
     assert scope["server"] == ("127.0.0.1", 8000)
 
 
+@pytest.mark.parametrize(
+    ("request_head", "version"),
+    [
+        (b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", "1.1"),
+        (b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n", "1.1"),
+        (b"GET / HTTP/1.0\r\n\r\n", "1.0"),
+        (b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "1.0"),
+        (b"GET / HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n", "1.0"),
+    ],
+)
+def test_the_scope_has_the_http_version_the_request_line_says(
+    connect: Any, request_head: bytes, version: str
+) -> None:
+    # The version is read from httptools only when keep-alive does not settle it.
+    seen: list[Scope] = []
+
+    async def record(scope: Scope, receive: Receive, send: Send) -> None:
+        seen.append(scope)
+        await hello(scope, receive, send)
+
+    conn = connect(record)
+    conn.send(request_head)
+    assert [scope["http_version"] for scope in seen] == [version]
+    assert conn.wire.startswith(b"HTTP/1.1 200 OK\r\n")
+
+
 def test_a_client_that_leaves_mid_body_is_a_disconnect(connect: Any) -> None:
     received: list[dict[str, Any]] = []
 

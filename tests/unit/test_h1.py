@@ -20,8 +20,16 @@ HOST = (b"host", b"example.com")
 # -- check_head -------------------------------------------------------------------
 
 
+def check(version, headers):
+    """check_head on a request of ``version``, with the keep-alive httptools would
+    report for it (no Connection field: only HTTP/1.1 keeps the connection)."""
+    checked_version, head = check_head(headers, version == "1.1", lambda: version)
+    assert checked_version == version
+    return head
+
+
 def test_check_head_accepts_a_plain_http11_request():
-    head = check_head("1.1", [HOST, (b"accept", b"*/*")])
+    head = check("1.1", [HOST, (b"accept", b"*/*")])
     assert not head.chunked
     assert not head.expect_continue
     assert not head.trailers
@@ -29,7 +37,7 @@ def test_check_head_accepts_a_plain_http11_request():
 
 
 def test_check_head_http10_needs_no_host():
-    check_head("1.0", [])
+    check("1.0", [])
 
 
 @pytest.mark.parametrize(
@@ -37,7 +45,7 @@ def test_check_head_http10_needs_no_host():
     [b"example.com", b"example.com:8080", b"127.0.0.1:80", b"[::1]:8000", b"[::1]", b"a-b.c_d"],
 )
 def test_check_head_accepts_valid_hosts(host):
-    check_head("1.1", [(b"host", host)])
+    check("1.1", [(b"host", host)])
 
 
 @pytest.mark.parametrize(
@@ -54,33 +62,33 @@ def test_check_head_accepts_valid_hosts(host):
 )
 def test_check_head_rejects_bad_host_on_http11(headers):
     with pytest.raises(BadRequest) as info:
-        check_head("1.1", headers)
+        check("1.1", headers)
     assert info.value.status == 400
     assert "host" in info.value.reason.lower()
 
 
 def test_check_head_rejects_duplicated_host_on_http10():
     with pytest.raises(BadRequest):
-        check_head("1.0", [HOST, HOST])
+        check("1.0", [HOST, HOST])
 
 
 @pytest.mark.parametrize("version", ["2.0", "1.2", "3.0", "0.1"])
 def test_check_head_unsupported_version_is_505(version):
     with pytest.raises(BadRequest) as info:
-        check_head(version, [HOST])
+        check(version, [HOST])
     assert info.value.status == 505
 
 
 def test_check_head_http09_is_400():
     with pytest.raises(BadRequest) as info:
-        check_head("0.9", [])
+        check("0.9", [])
     assert info.value.status == 400
     assert "version" in info.value.reason
 
 
 @pytest.mark.parametrize("value", [b"chunked", b"Chunked", b" chunked "])
 def test_check_head_chunked(value):
-    assert check_head("1.1", [HOST, (b"transfer-encoding", value)]).chunked
+    assert check("1.1", [HOST, (b"transfer-encoding", value)]).chunked
 
 
 @pytest.mark.parametrize(
@@ -97,7 +105,7 @@ def test_check_head_chunked(value):
 )
 def test_check_head_rejects_other_transfer_codings(headers):
     with pytest.raises(BadRequest) as info:
-        check_head("1.1", [HOST, *headers])
+        check("1.1", [HOST, *headers])
     assert info.value.status == 400  # chunked missing, not final, or twice
 
 
@@ -114,26 +122,47 @@ def test_check_head_rejects_other_transfer_codings(headers):
 )
 def test_check_head_answers_501_to_codings_it_does_not_implement(headers):
     with pytest.raises(BadRequest) as info:
-        check_head("1.1", [HOST, *headers])
+        check("1.1", [HOST, *headers])
     assert info.value.status == 501  # RFC 9112 6.1: well formed, not implemented
 
 
 def test_check_head_rejects_chunked_on_http10():
     with pytest.raises(BadRequest) as info:
-        check_head("1.0", [(b"transfer-encoding", b"chunked")])
+        check("1.0", [(b"transfer-encoding", b"chunked")])
     assert "1.0" in info.value.reason
 
 
 def test_check_head_expect_continue_only_on_http11():
-    assert check_head("1.1", [HOST, (b"expect", b"100-Continue")]).expect_continue
-    assert not check_head("1.0", [(b"expect", b"100-continue")]).expect_continue
-    assert not check_head("1.1", [HOST, (b"expect", b"something")]).expect_continue
+    assert check("1.1", [HOST, (b"expect", b"100-Continue")]).expect_continue
+    assert not check("1.0", [(b"expect", b"100-continue")]).expect_continue
+    assert not check("1.1", [HOST, (b"expect", b"something")]).expect_continue
 
 
 def test_check_head_te_trailers_and_upgrade():
-    head = check_head("1.1", [HOST, (b"te", b"Trailers"), (b"upgrade", b"WebSocket")])
+    head = check("1.1", [HOST, (b"te", b"Trailers"), (b"upgrade", b"WebSocket")])
     assert head.trailers
     assert head.upgrade == b"websocket"
+
+
+def test_check_head_reads_the_version_only_when_keep_alive_leaves_it_open():
+    def unread():
+        raise AssertionError("the version was read")
+
+    assert check_head([HOST], True, unread) == ("1.1", check("1.1", [HOST]))
+    # An HTTP/1.0 request kept open by its Connection (or Proxy-Connection) field:
+    for name in (b"connection", b"proxy-connection"):
+        version, head = check_head([(name, b"keep-alive")], True, lambda: "1.0")
+        assert version == "1.0"
+    version, head = check_head(
+        [(b"connection", b"keep-alive"), (b"expect", b"100-continue")], True, lambda: "1.0"
+    )
+    assert (version, head.expect_continue) == ("1.0", False)
+    with pytest.raises(BadRequest, match="chunked|1.0"):
+        check_head(
+            [(b"connection", b"keep-alive"), (b"transfer-encoding", b"chunked")],
+            True,
+            lambda: "1.0",
+        )
 
 
 # -- split_target ----------------------------------------------------------------
