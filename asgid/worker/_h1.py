@@ -134,8 +134,7 @@ class RequestHead:
 PLAIN_HEAD = RequestHead()  # no body framing, no Expect, TE or Upgrade: most requests
 _HEAD_FIELDS = frozenset(
     (b"host", b"transfer-encoding", b"content-length", b"expect", b"te", b"upgrade")
-    + _CONNECTION_FIELDS
-)
+).union(_CONNECTION_FIELDS)
 
 
 def check_head(
