@@ -112,7 +112,6 @@ class AppCall:
         finally:
             state.requests += 1
             state.cycles.discard(self)
-            self._ended()
 
     def _app_failed(self, exc: BaseException) -> None:
         if self.disconnected:
@@ -151,6 +150,3 @@ class AppCall:
     def _abort(self) -> None:
         """Cut the response short."""
         raise NotImplementedError
-
-    def _ended(self) -> None:
-        """The application call has returned, whatever the outcome."""

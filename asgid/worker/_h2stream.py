@@ -187,8 +187,11 @@ class H2Stream(AppCall):
     def _abort(self) -> None:
         pass  # stream_done() resets a stream left unfinished
 
-    def _ended(self) -> None:
-        self.conn.stream_done(self)
+    async def run(self) -> None:
+        try:
+            await super().run()
+        finally:
+            self.conn.stream_done(self)  # whatever the outcome
 
     def refuse(self, status: int, reason: str) -> None:
         """Answer with a plain-text error and end the stream (the app never sees it,
