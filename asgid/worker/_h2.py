@@ -101,6 +101,7 @@ class H2Protocol(WriteFlow, asyncio.Protocol):
         self.resets = 0
         self.budget_until = 0.0  # when the budgets start over
         self.doomed: set[int] | frozenset[int] = _NONE
+        self.starting: list[H2Stream] = []  # requests of this read, started once it is handled
         self.flush_scheduled = False
         self.unflushed = 0  # bytes of DATA queued in h2 since the last flush
         config = H2Configuration(
@@ -178,12 +179,24 @@ class H2Protocol(WriteFlow, asyncio.Protocol):
             {e.stream_id for e in events if type(e) is StreamReset} if len(events) > 1 else _NONE
         )
         handlers = _HANDLERS
-        for event in events:
-            handler = handlers.get(type(event))
-            if handler is not None:
-                handler(self, event)
-                if self.ended():  # a GOAWAY ended the connection
-                    return
+        try:
+            for event in events:
+                handler = handlers.get(type(event))
+                if handler is not None:
+                    handler(self, event)
+                    if self.ended():  # a GOAWAY ended the connection
+                        return
+        finally:
+            # The read's requests start once all of its frames are handled: the
+            # app's first step may then run at once (ServerState.eager_task).
+            # A stream refused (or cut off with its connection) within the read
+            # never reaches the app.
+            starting, self.starting = self.starting, []
+            for stream in starting:
+                if stream.finished:
+                    self.stream_done(stream)
+                else:
+                    stream.start()
         if self.state.draining and not self.draining and self.streams:
             self.shutdown()  # accepted as the listener closed: serve what came, then GOAWAY
         self.flush()
@@ -247,7 +260,7 @@ class H2Protocol(WriteFlow, asyncio.Protocol):
         if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
             stream.refuse(503, "too many requests in progress (limit_concurrency)")
             return
-        stream.start()
+        self.starting.append(stream)
 
     def _scope(self, fields: Iterable[tuple[bytes, bytes]], stream: H2Stream) -> dict[str, Any]:
         """The ASGI scope of a request; raises ``Malformed`` for what RFC 9113 8.2-8.3 forbid."""

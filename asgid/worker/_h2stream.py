@@ -109,7 +109,7 @@ class H2Stream(AppCall):
         state = self.conn.state
         if state.timed:
             self.start_time = time.perf_counter()
-        self.task = state.new_task(self.run())
+        self.task = state.eager_task(self.run())  # called once its connection's read is handled
 
     def wake(self) -> None:
         waiter = self.waiter

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,14 +208,19 @@ class _H2Run:
         loop.set_exception_handler(self._loop_exception)
         self.state = state = ServerState(CONFIGS[scenario.config], spec.app, loop)
         self.tasks: list[asyncio.Task[Any]] = []
-        new_task = state.new_task
 
-        def tracked(coro: Any) -> asyncio.Task[None]:
-            task = new_task(coro)
-            self.tasks.append(task)
-            return task
+        def tracking(
+            make: Callable[[Any], asyncio.Task[None]],
+        ) -> Callable[[Any], asyncio.Task[None]]:
+            def tracked(coro: Any) -> asyncio.Task[None]:
+                task = make(coro)
+                self.tasks.append(task)
+                return task
 
-        state.new_task = tracked
+            return tracked
+
+        state.new_task = tracking(state.new_task)
+        state.eager_task = tracking(state.eager_task)
         self.protocol = H2Protocol(
             state, tls=False, client=("10.1.2.3", 50000), server=("127.0.0.1", 8000)
         )
