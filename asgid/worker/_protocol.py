@@ -66,6 +66,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         "closing",
         "cycle",
         "deadline",
+        "fields",
         "head_bytes",
         "headers",
         "lingering",
@@ -83,8 +84,6 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         "sniffing",
         "starting",
         "state",
-        "trailer_fields",
-        "trailer_size",
         "transport",
         "upgrade",
         "url",
@@ -111,10 +110,10 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         self.url = b""
         self.method = b""  # of the request being parsed; b"" until its request line is read
         self.headers: list[tuple[bytes, bytes]] = []
+        # Where on_header puts a field: the head's headers, then a chunked body's trailers.
+        self.fields: list[tuple[bytes, bytes]] | _Trailers = self.headers
         self.head_bytes = _NO_HEAD
         self.read_size = 0  # bytes in the read being parsed
-        self.trailer_fields = 0
-        self.trailer_size = 0
         self.cycle: Cycle | None = None  # the request whose bytes are being parsed
         self.active: Cycle | None = None  # the request whose response is being sent
         self.starting: Cycle | None = None  # the active request, to start once the read is parsed
@@ -308,7 +307,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if self.head_bytes == _NO_HEAD:  # a request begins
             self.url = url
             self.method = self.parser.get_method()
-            self.headers = []
+            self.headers = self.fields = []
             self.head_bytes = _HEAD_BEGUN
         else:
             self.url += url  # the request line came in more than one read
@@ -316,24 +315,8 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             raise BadRequest("request-target too long", status=414)
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self.head_bytes == _NO_HEAD:
-            self._trailer_field(name, value)
-        else:  # httptools keeps trailing whitespace (RFC 9112 5.1)
-            self.headers.append((name.lower(), value.rstrip(b" \t")))
-
-    def _trailer_field(self, name: bytes, value: bytes) -> None:
-        # Past the head: a trailer field after a chunked body. It must never
-        # join the header section the app already holds (RFC 9110 6.5.1:
-        # `host` or `authorization` sent there would change the request
-        # after the fact); ASGI has no way to pass request trailers on, so
-        # they are counted against the limits and dropped.
-        state = self.state
-        self.trailer_fields += 1
-        self.trailer_size += len(name) + len(value) + 4
-        if self.trailer_fields > state.max_headers:
-            raise BadRequest("too many trailer fields", status=431)
-        if self.trailer_size > state.max_header_size:
-            raise BadRequest("trailer fields too large", status=431)
+        # httptools keeps trailing whitespace (RFC 9112 5.1)
+        self.fields.append((name.lower(), value.rstrip(b" \t")))
 
     def _check_head_size(self) -> None:
         # The size the limit counts: target, names and values, ": " and CRLF.
@@ -350,11 +333,12 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if self.head_bytes != _HEAD_BEGUN or self.read_size > state.max_header_size:
             self._check_head_size()
         self.head_bytes = _NO_HEAD
-        self.trailer_fields = self.trailer_size = 0  # what trailers will count
         parser = self.parser
         headers = self.headers
         keep_alive = parser.should_keep_alive()
         version, head = check_head(headers, keep_alive, parser.get_http_version)
+        if head.chunked:  # trailer fields may follow the body: count them, keep them out
+            self.fields = _Trailers(state.max_headers, state.max_header_size)
         limit = state.max_body_size
         if limit and head.content_length and int(head.content_length) > limit:
             raise BadRequest(_too_large(limit), status=413)
@@ -833,6 +817,33 @@ class Cycle(AppCall):
         """The response is over: count it, and log it."""
         response = self.response
         self.conn.state.record(self.scope, response.status, response.body_bytes, self.start_time)
+
+
+class _Trailers:
+    """The trailer fields after a chunked request body: counted, then dropped.
+
+    They must never join the header section the app already holds (RFC 9110
+    6.5.1: `host` or `authorization` sent there would change the request after
+    the fact), and ASGI has no way to pass request trailers on; they still
+    count against the limits on a head.
+    """
+
+    __slots__ = ("count", "max_count", "max_size", "size")
+
+    def __init__(self, max_count: int, max_size: int) -> None:
+        self.max_count = max_count
+        self.max_size = max_size
+        self.count = 0
+        self.size = 0
+
+    def append(self, field: tuple[bytes, bytes]) -> None:
+        name, value = field
+        self.count += 1
+        self.size += len(name) + len(value) + 4
+        if self.count > self.max_count:
+            raise BadRequest("too many trailer fields", status=431)
+        if self.size > self.max_size:
+            raise BadRequest("trailer fields too large", status=431)
 
 
 class _Answered(Exception):
