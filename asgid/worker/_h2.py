@@ -41,7 +41,7 @@ from hpack import Encoder
 from hyperframe.frame import GoAwayFrame
 
 from ._access import format_client
-from ._h1 import BadRequest, split_target
+from ._h1 import BadRequest
 from ._h2stream import CONNECTION_FIELDS, H2Stream, too_large
 from ._hpack import StatelessEncoder
 from ._transport import WriteFlow
@@ -324,13 +324,12 @@ class H2Protocol(WriteFlow, asyncio.Protocol):
             raise BadRequest("CONNECT is not supported over HTTP/2", status=501)
         if len(target) > state.max_request_line:
             raise BadRequest("request-target too long", status=414)
-        raw_path, query = split_target(method, target)
+        path, raw_path, query = state.request_target(method, target)
         limit = state.max_body_size
         if limit:
             for name, value in headers:
                 if name == b"content-length" and value.isdigit() and int(value) > limit:
                     raise BadRequest(too_large(limit), status=413)
-        path, raw_path = state.request_path(raw_path)
         extensions: dict[str, Any] = {"http.response.pathsend": {}, "http.response.trailers": {}}
         return state.http_scope(
             "2", method, path, raw_path, query, headers, self.client, self.server, self.scheme,

@@ -30,7 +30,6 @@ from ._h1 import (
     InvalidMessage,
     Response,
     check_head,
-    split_target,
     unknown_method,
 )
 from ._proxy import apply_proxy_headers
@@ -343,9 +342,8 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         if limit and head.content_length and int(head.content_length) > limit:
             raise BadRequest(_too_large(limit), status=413)
         method = self.method
-        raw_path, query = split_target(method, self.url)
+        path, raw_path, query = state.request_target(method, self.url)
         self.deadline = 0.0
-        path, raw_path = state.request_path(raw_path)
         keep_alive = keep_alive and not state.draining
         client, scheme = self.client, self.scheme
         if head.upgrade is not None:

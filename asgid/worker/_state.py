@@ -16,7 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from ..config import Config
 from ._access import AccessLog
-from ._h1 import PERCENT, STATUS_LINES, ResponseDefaults
+from ._h1 import PERCENT, STATUS_LINES, ResponseDefaults, split_target
 from ._proxy import TrustedProxies, apply_proxy_headers
 from ._stats import RequestStats
 
@@ -98,19 +98,24 @@ class ServerState:
 
     # -- what HTTP/1.1 and HTTP/2 requests share ---------------------------------
 
-    def request_path(self, raw_path: bytes) -> tuple[str, bytes]:
-        """``(path, raw_path)`` of the scope: decoded, below ``root_path``.
+    def request_target(self, method: bytes, target: bytes) -> tuple[str, bytes, bytes]:
+        """``(path, raw_path, query_string)`` of the scope for a request-target.
 
-        Like uvicorn (and the ASGI spec's reading of root_path), the scope's
-        path includes the mount point; frameworks strip it.
+        Raises ``BadRequest`` for a malformed one (``_h1.split_target``). The
+        path is decoded and, like uvicorn's (and the ASGI spec's reading of
+        root_path), includes the mount point: frameworks strip it.
         """
+        if target[:1] == b"/":  # origin-form, nearly every request: no call for it
+            raw_path, _, query = target.partition(b"?")
+        else:
+            raw_path, query = split_target(method, target)
         if PERCENT in raw_path:
             path = unquote_to_bytes(raw_path).decode("utf-8", "replace")
         else:
             path = raw_path.decode("utf-8", "replace")
         if self.root_path:
-            return self.root_path + path, self.root_path_bytes + raw_path
-        return path, raw_path
+            return self.root_path + path, self.root_path_bytes + raw_path, query
+        return path, raw_path, query
 
     def http_scope(
         self,
