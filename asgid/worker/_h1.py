@@ -38,6 +38,7 @@ def _status_line(code: int) -> bytes:
 
 
 STATUS_LINES: dict[int, bytes] = {code: _status_line(code) for code in range(100, 600)}
+_FINAL_STATUS_LINES = {code: STATUS_LINES[code] for code in range(200, 600)}  # an app's to send
 
 _HOST_RE = re.compile(rb"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]*)(?::[0-9]*)?$")
 _SCHEME_RE = re.compile(rb"^[A-Za-z][A-Za-z0-9+.\-]*://")
@@ -389,16 +390,18 @@ class Response:
         if self.started:
             raise InvalidMessage("http.response.start sent twice")
         status = message["status"]
-        if type(status) is not int or not 200 <= status <= 599:
+        status_line = _FINAL_STATUS_LINES.get(status) if type(status) is int else None
+        if status_line is None:
             raise InvalidMessage(f"http.response.start: invalid status {status!r}")
-        parts = [STATUS_LINES[status]]
+        parts = [status_line]
         defaults = self._defaults
         kinds = defaults.kinds
         overridden: set[bytes] | None = None
         try:
             for name, value in message.get("headers", ()):
-                kind = kinds.get(name)
-                if kind is None:
+                try:
+                    kind = kinds[name]
+                except KeyError:
                     kind = defaults.learn(name)  # or raises: not a token
                 if CR in value or LF in value or NUL in value:
                     check_field(name.lower(), value, "response header")  # raises
