@@ -26,6 +26,7 @@ from .._logging import TRACE
 from ._access import format_client
 from ._cycle import AppCall
 from ._h1 import (
+    PLAIN_HEAD,
     BadRequest,
     InvalidMessage,
     Response,
@@ -336,29 +337,30 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
         headers = self.headers
         keep_alive = parser.should_keep_alive()
         version, head = check_head(headers, keep_alive, parser.get_http_version)
-        if head.chunked:  # trailer fields may follow the body: count them, keep them out
-            self.fields = _Trailers(state.max_headers, state.max_header_size)
-        limit = state.max_body_size
-        if limit and head.content_length and int(head.content_length) > limit:
-            raise BadRequest(_too_large(limit), status=413)
         method = self.method
         path, raw_path, query = state.request_target(method, self.url)
         self.deadline = 0.0
         keep_alive = keep_alive and not state.draining
-        client, scheme = self.client, self.scheme
-        if head.upgrade is not None:
-            if head.upgrade == b"websocket" and method == b"GET" and self.active is None:
-                self._prepare_websocket(version, path, raw_path, query, client)
-                return
-            keep_alive = False  # other upgrades are served as plain HTTP, then closed
+        extensions: dict[str, Any] = {"http.response.pathsend": {}}
+        if head is not PLAIN_HEAD:  # a body, Expect, TE or Upgrade
+            limit = state.max_body_size
+            if limit and head.content_length and int(head.content_length) > limit:
+                raise BadRequest(_too_large(limit), status=413)
+            if head.chunked:  # trailer fields may follow the body: count them, keep them out
+                self.fields = _Trailers(state.max_headers, state.max_header_size)
+            if head.trailers:
+                extensions["http.response.trailers"] = {}
+            if head.upgrade is not None:
+                if head.upgrade == b"websocket" and method == b"GET" and self.active is None:
+                    self._prepare_websocket(version, path, raw_path, query, self.client)
+                    return
+                keep_alive = False  # other upgrades are served as plain HTTP, then closed
         if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
             raise BadRequest("too many requests in progress (limit_concurrency)", status=503)
-        extensions: dict[str, Any] = {"http.response.pathsend": {}}
-        if head.trailers:
-            extensions["http.response.trailers"] = {}
         scope = state.http_scope(
-            version, method, path, raw_path, query, headers, client, self.server, scheme, extensions
-        )
+            version, method, path, raw_path, query, headers, self.client, self.server, self.scheme,
+            extensions,
+        )  # fmt: skip
         response = Response(state.defaults, method, version, keep_alive, head.trailers)
         cycle = Cycle(self, scope, response, head.expect_continue)
         self.cycle = cycle
