@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +39,7 @@ from fuzz_harness import (
     HandleClosedError,
     Problem,
     _LogRecorder,
+    track_tasks,
 )
 from hyperframe.frame import Frame
 from hypothesis import strategies as st
@@ -208,19 +209,7 @@ class _H2Run:
         loop.set_exception_handler(self._loop_exception)
         self.state = state = ServerState(CONFIGS[scenario.config], spec.app, loop)
         self.tasks: list[asyncio.Task[Any]] = []
-
-        def tracking(
-            make: Callable[[Any], asyncio.Task[None]],
-        ) -> Callable[[Any], asyncio.Task[None]]:
-            def tracked(coro: Any) -> asyncio.Task[None]:
-                task = make(coro)
-                self.tasks.append(task)
-                return task
-
-            return tracked
-
-        state.new_task = tracking(state.new_task)
-        state.eager_task = tracking(state.eager_task)
+        track_tasks(state, self.tasks)
         self.protocol = H2Protocol(
             state, tls=False, client=("10.1.2.3", 50000), server=("127.0.0.1", 8000)
         )

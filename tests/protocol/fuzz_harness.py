@@ -490,6 +490,21 @@ class ObservedProtocol(HttpProtocol):
         super().on_message_complete()
 
 
+def track_tasks(state: ServerState, tasks: list[asyncio.Task[Any]]) -> None:
+    """Append each request task ``state`` makes, lazily or eagerly, to ``tasks``."""
+
+    def tracking(make: Callable[[Any], asyncio.Task[None]]) -> Callable[[Any], asyncio.Task[None]]:
+        def tracked(coro: Any) -> asyncio.Task[None]:
+            task = make(coro)
+            tasks.append(task)
+            return task
+
+        return tracked
+
+    state.new_task = tracking(state.new_task)
+    state.eager_task = tracking(state.eager_task)
+
+
 # -- the response reader -------------------------------------------------------------
 
 _STATUS_RE = re.compile(rb"HTTP/1\.1 ([1-5][0-9][0-9]) [\t \x21-\x7e\x80-\xff]*\Z")
@@ -700,23 +715,12 @@ class _Run:
         self.state = state = ServerState(CONFIGS[scenario.config], self.spec.app, loop)
         self.tasks: list[asyncio.Task[Any]] = []
 
-        def tracking(
-            make: Callable[[Any], asyncio.Task[None]],
-        ) -> Callable[[Any], asyncio.Task[None]]:
-            def tracked(coro: Any) -> asyncio.Task[None]:
-                task = make(coro)
-                self.tasks.append(task)
-                return task
-
-            return tracked
-
         def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> asyncio.Task[Any]:
             task = asyncio.Task(coro, loop=loop, **kwargs)
             self.tasks.append(task)
             return task
 
-        state.new_task = tracking(state.new_task)
-        state.eager_task = tracking(state.eager_task)
+        track_tasks(state, self.tasks)
         loop.set_task_factory(factory)  # after ServerState: it picks its own task maker
         self.protocol = protocol_class(state)
         self.transport = FakeTransport(
