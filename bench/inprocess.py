@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import importlib
 import os
 import re
 import shutil
@@ -46,10 +47,14 @@ import uvloop
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH.parent))  # asgid and bench.apps from this checkout
 
-APPS = {  # --app: (the attribute of bench/apps.py, the path it serves)
-    "plaintext": ("app", b"/plaintext"),
-    "starlette": ("starlette_app", b"/json"),
-    "fastapi": ("fastapi_app", b"/json"),
+from http_bench import SCENARIOS  # noqa: E402 - after the checkout is on sys.path
+
+# --app: bench/http_bench.py's scenarios that are one GET on a kept connection
+# (--close gives each request a connection of its own).
+APPS = {
+    name: scenario
+    for name, scenario in SCENARIOS.items()
+    if scenario.method == "GET" and not scenario.new_connection
 }
 
 
@@ -109,13 +114,13 @@ def protocol_factory(server: str, app: Any, loop: asyncio.AbstractEventLoop) -> 
 
 class Driver:
     def __init__(self, args: argparse.Namespace) -> None:
-        import bench.apps
-
-        name, path = APPS[args.app]
+        scenario = APPS[args.app]
+        module, _, attribute = scenario.app.partition(":")
+        app = getattr(importlib.import_module(module), attribute)
         self.loop = uvloop.new_event_loop()
         asyncio.set_event_loop(self.loop)
-        self.make = protocol_factory(args.server, getattr(bench.apps, name), self.loop)
-        head = b"GET " + path + b" HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+        self.make = protocol_factory(args.server, app, self.loop)
+        head = b"GET " + scenario.path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
         head += b"".join(b"x-header-%d: value %d\r\n" % (i, i) for i in range(args.headers))
         self.close = args.close
         self.request = head + (b"Connection: close\r\n" if args.close else b"") + b"\r\n"
