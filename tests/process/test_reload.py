@@ -222,6 +222,7 @@ def test_polling_when_watchfiles_is_missing(start_server: StartServer, tmp_path:
     pythonpath = os.pathsep.join([str(shadow), str(ROOT)])
     server = start_live(start_server, project, env={"PYTHONPATH": pythonpath})
     wait_for_log(server, "watchfiles is not installed: polling for changes")
+    wait_for_log(server, "watching")  # the first scan is taken: a change from here on counts
     write_app(project / "live.py", "two")
     serves(server, "two")
 
