@@ -18,7 +18,7 @@ from typing import Any
 
 from . import _logging
 from ._exceptions import AppLoadError, BootError, ControlError, LifespanFailure
-from ._version import __version__
+from ._version import __version__, build
 from .config import Config, ConfigError, iter_settings
 from .config import _uvicorn as uvicorn_options
 from .config._load import load_config_with_origins, unknown_environment
@@ -62,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="check the configuration as a start would (users, TLS files, logging, the app), "
         "then exit",
     )
-    parser.add_argument("--version", action="version", version=f"asgid {__version__}")
+    parser.add_argument(
+        "--version", action="version", version=f"asgid {__version__} ({build()} hot path)"
+    )
     uvicorn = parser.add_argument_group("uvicorn-compatible listener flags")
     uvicorn.add_argument("--host", help="bind to this host (with --port; default 127.0.0.1)")
     uvicorn.add_argument("--port", type=int, help="bind to this port (with --host; default 8000)")

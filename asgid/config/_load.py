@@ -87,6 +87,8 @@ def load_config_with_origins(
         values.update(_read_toml(path, origins))
     values.update(_read_environ(env, origins))
     for key, value in (overrides or {}).items():
+        if isinstance(value, list):
+            value = tuple(value)  # a frozen config holds tuples, as the schema says
         values[key] = _check(SETTINGS[key], value, source="command line")
         origins[key] = ("command line", None)
     config = _build(values)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from ._h1 import InvalidMessage
 from ._types import Message
@@ -27,17 +27,12 @@ logger = logging.getLogger("asgid.error")
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 
 
-class _Connection(Protocol):
-    state: ServerState
-    loop: asyncio.AbstractEventLoop
-
-
 class AppCall:
     """One application call; subclasses provide the attributes and the wire."""
 
-    __slots__ = ("body", "more_body", "request_sent", "waiter")
+    __slots__ = ("body", "more_body", "request_sent", "state", "waiter")
 
-    conn: _Connection
+    state: ServerState  # the worker's; set by the subclass
     scope: dict[str, Any]
     disconnected: bool
     task: asyncio.Task[None] | None
@@ -68,7 +63,7 @@ class AppCall:
                     return _DISCONNECT
             elif self.disconnected or self._over():
                 return _DISCONNECT
-            self.waiter = self.conn.loop.create_future()
+            self.waiter = self.state.loop.create_future()
             try:
                 await self.waiter
             finally:
@@ -90,7 +85,7 @@ class AppCall:
         raise NotImplementedError
 
     async def run(self) -> None:
-        state = self.conn.state
+        state = self.state
         state.cycles.add(self)
         try:
             await state.app(self.scope, self.receive, self.send)

@@ -77,8 +77,8 @@ def content_length(value: bytes, declared: int) -> int:
     return int(value)
 
 
-def check_body(body: object, *, started: bool, done: bool) -> None:
-    """Raise ``InvalidMessage`` unless ``http.response.body`` may carry ``body`` now."""
+def checked_body(body: object, *, started: bool, done: bool) -> bytes:
+    """``body`` as bytes, or ``InvalidMessage`` unless ``http.response.body`` may carry it now."""
     if not started or done:
         raise InvalidMessage(
             "http.response.body sent "
@@ -86,6 +86,7 @@ def check_body(body: object, *, started: bool, done: bool) -> None:
         )
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise InvalidMessage(f"http.response.body: 'body' must be bytes, not {type(body).__name__}")
+    return bytes(body)  # a copy only of what is not bytes already
 
 
 def split_target(method: bytes, target: bytes) -> tuple[bytes, bytes]:
@@ -429,10 +430,10 @@ class Response:
         self.started = True
         self._head = parts
 
-    def body(self, body: bytes, more_body: bool) -> bytes:
-        """Bytes to write for one ``http.response.body`` message."""
+    def body(self, body: object, more_body: object) -> bytes:
+        """Bytes to write for one ``http.response.body`` message (fields as the app sent them)."""
         if type(body) is not bytes or not self.started or self._body_done:
-            check_body(body, started=self.started, done=self._body_done)
+            body = checked_body(body, started=self.started, done=self._body_done)
         self.body_bytes += len(body)
         head = self._head
         if head is None:
@@ -458,7 +459,7 @@ class Response:
             head.append(body)
         return b"".join(head)
 
-    def trailers(self, headers: Iterable[tuple[bytes, bytes]], more: bool) -> bytes:
+    def trailers(self, headers: Iterable[tuple[bytes, bytes]], more: object) -> bytes:
         if not self._trailers_declared or not self._body_done or self.complete:
             raise InvalidMessage("http.response.trailers sent out of order")
         lines = []
@@ -531,7 +532,7 @@ class Response:
         head.append(self._connection_line())
         head.append(b"\r\n")
 
-    def _frame(self, body: bytes, more_body: bool) -> bytes:
+    def _frame(self, body: bytes, more_body: object) -> bytes:
         framing = self._framing
         if framing == _CHUNKED:
             data = b"%x\r\n%s\r\n" % (len(body), body) if body else b""

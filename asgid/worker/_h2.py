@@ -75,7 +75,7 @@ class Malformed(Exception):
     """A request RFC 9113 calls malformed: the stream is reset with PROTOCOL_ERROR."""
 
 
-class H2Protocol(WriteFlow, asyncio.Protocol):
+class H2Protocol(WriteFlow):
     """One HTTP/2 connection (TLS with ALPN ``h2``, or cleartext with prior knowledge)."""
 
     def __init__(
@@ -254,8 +254,8 @@ class H2Protocol(WriteFlow, asyncio.Protocol):
             self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
             self._count("malformed requests")
             return
-        except BadRequest as exc:
-            stream.refuse(exc.status, exc.reason)
+        except BadRequest as refusal:
+            stream.refuse(refusal.status, refusal.reason)
             return
         if state.limit_concurrency and state.in_progress >= state.limit_concurrency:
             stream.refuse(503, "too many requests in progress (limit_concurrency)")

@@ -22,7 +22,7 @@ from h2.errors import ErrorCodes
 from .._exceptions import ClientDisconnected
 from ._access import format_client
 from ._cycle import AppCall
-from ._h1 import InvalidMessage, check_body, check_field, content_length
+from ._h1 import InvalidMessage, check_field, checked_body, content_length
 from ._types import Message
 
 if TYPE_CHECKING:
@@ -74,6 +74,7 @@ class H2Stream(AppCall):
 
     def __init__(self, conn: H2Protocol, stream_id: int, more_body: bool) -> None:
         self.conn = conn
+        self.state = conn.state
         self.stream_id = stream_id
         self.scope: dict[str, Any] = {}
         self.body: list[bytes] = []
@@ -315,9 +316,10 @@ class H2Stream(AppCall):
         if self.head is not None and not self.disconnected:
             self._send_head(False)
 
-    async def _body(self, body: bytes, more_body: bool) -> None:
-        check_body(body, started=self.started, done=self.body_done)
-        size = len(body)
+    async def _body(self, body: object, more_body: object) -> None:
+        """One ``http.response.body`` message's fields, as the app sent them."""
+        data = checked_body(body, started=self.started, done=self.body_done)
+        size = len(data)
         self.body_bytes += size
         end = not more_body and not self.trailers_declared
         sends_body = self.sends_body
@@ -345,13 +347,13 @@ class H2Stream(AppCall):
                     f"content-length {self.expected}"
                 )
             if size:
-                await self._write(body, end)
+                await self._write(data, end)
         if not more_body:
             self.body_done = True
             if end:
                 self._response_done()
 
-    def _trailers(self, headers: Any, more: bool) -> None:
+    def _trailers(self, headers: Any, more: object) -> None:
         if not self.trailers_declared or not self.body_done or self.complete:
             raise InvalidMessage("http.response.trailers sent out of order")
         for name, value in headers:

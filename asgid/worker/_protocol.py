@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 import httptools
+from mypy_extensions import mypyc_attr
 
 from .._exceptions import ClientDisconnected
 from .._logging import TRACE
@@ -57,7 +58,15 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # how an HTTP/2 client with prior knowledge begins
 
 
-class HttpProtocol(WriteFlow, asyncio.Protocol):
+@mypyc_attr(allow_interpreted_subclasses=True)  # the protocol tests observe it from a subclass
+class HttpProtocol(WriteFlow):
+    """One HTTP/1.1 connection, as an asyncio protocol.
+
+    It has asyncio.Protocol's methods without deriving from it: compiled
+    (see setup.py), a class can only derive from compiled classes.
+    """
+
+    __deletable__ = ("parser",)  # for mypyc: connection_lost drops the parser
     __slots__ = (
         "active",
         "body_deadline",
@@ -272,7 +281,7 @@ class HttpProtocol(WriteFlow, asyncio.Protocol):
             self.state, tls=self.scheme == "https", client=self.client, server=self.server
         )
         transport = self.transport
-        transport.set_protocol(protocol)
+        transport.set_protocol(cast(asyncio.Protocol, protocol))  # see the class docstring
         del self.parser  # this protocol is done: leave no cycle behind (see connection_lost)
         protocol.connection_made(transport)
         if data:
@@ -638,6 +647,7 @@ class Cycle(AppCall):
         expect_continue: bool,
     ) -> None:
         self.conn = conn
+        self.state = conn.state
         self.scope = scope
         self.response = response
         self.expect_continue = expect_continue
@@ -657,7 +667,7 @@ class Cycle(AppCall):
         A pipelined request is started by the one before it, from that one's
         ``send``: eagerly, a long pipeline would nest one inside the next.
         """
-        state = self.conn.state
+        state = self.state
         if state.timed:
             self.start_time = time.perf_counter()
         self.task = (state.eager_task if eager else state.new_task)(self.run())
@@ -733,7 +743,7 @@ class Cycle(AppCall):
         kind = message["type"]
         if kind == "http.response.body":
             data = response.body(message.get("body", b""), message.get("more_body", False))
-            conn.state.pending_heads.pop(self, None)  # a waiting head leaves with this body
+            self.state.pending_heads.pop(self, None)  # a waiting head leaves with this body
             if data:
                 conn.transport.write(data)
             if response.complete:
@@ -747,7 +757,7 @@ class Cycle(AppCall):
             response.start(message)
             if self.expect_continue:
                 response.keep_alive = False  # the 100 was never sent: the body may follow
-            conn.state.head_pending(self)
+            self.state.head_pending(self)
         elif kind == "http.response.trailers":
             data = response.trailers(
                 message.get("headers", ()), message.get("more_trailers", False)
@@ -816,7 +826,7 @@ class Cycle(AppCall):
     def record(self) -> None:
         """The response is over: count it, and log it."""
         response = self.response
-        self.conn.state.record(self.scope, response.status, response.body_bytes, self.start_time)
+        self.state.record(self.scope, response.status, response.body_bytes, self.start_time)
 
 
 class _Trailers:

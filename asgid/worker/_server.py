@@ -17,7 +17,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from .._sockets import describe, shared_local_address
 from ..config import Config
@@ -175,13 +175,16 @@ class Worker:
             metrics=state.stats.snapshot() if state.stats is not None else None,
         )
 
-    def _protocol_factory(self, listener: socket.socket | None) -> Callable[[], HttpProtocol]:
+    def _protocol_factory(self, listener: socket.socket | None) -> Callable[[], asyncio.Protocol]:
         """Protocols for ``listener``'s connections (None: each looks up its own address)."""
         state = self.state
         assert state is not None
         tls = self.ssl_context is not None
         server = None if listener is None else local_address(shared_local_address(listener))
-        return lambda: HttpProtocol(state, tls=tls, server=server)
+        # An asyncio protocol by its methods, not by its base class (see HttpProtocol)
+        return cast(
+            "Callable[[], asyncio.Protocol]", lambda: HttpProtocol(state, tls=tls, server=server)
+        )
 
     def _tls_options(self) -> dict[str, Any]:
         if self.ssl_context is None:

@@ -12,6 +12,8 @@ import logging
 import socket
 import struct
 
+from mypy_extensions import mypyc_attr
+
 logger = logging.getLogger("asgid.error")
 
 _RESET_LINGER = struct.pack("ii", 1, 0)  # SO_LINGER on with 0 s: close() sends RST
@@ -34,6 +36,7 @@ def reset(transport: asyncio.WriteTransport) -> None:
     transport.abort()
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # HttpProtocol allows them
 class WriteFlow:
     """Mixed into a protocol, which sets ``transport`` and ``loop``."""
 

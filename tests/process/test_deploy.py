@@ -127,7 +127,7 @@ def check(resources: Manifests, config: Config) -> list[str]:
 
     instructions = dict(dockerfile())
     for instruction, arguments in dockerfile():
-        if instruction == "COPY":
+        if instruction == "COPY" and not arguments.startswith("--from="):
             for source in arguments.split()[:-1]:
                 if not (ROOT / source).exists():
                     problems.append(f"the Dockerfile copies {source}, which is missing")
