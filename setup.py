@@ -58,10 +58,17 @@ class OptionalBuildExt(build_ext):
 def ext_modules() -> list[Any]:
     if os.environ.get("ASGID_PURE_PYTHON"):
         return []
+    # pip runs this file for the metadata, and for an editable install: only a
+    # build of the modules themselves needs mypyc's half a minute.
+    if not {"bdist_wheel", "build_ext", "build", "install"} & set(sys.argv):
+        return []
     try:
         from mypyc.build import mypycify
 
-        return mypycify(HOT_PATH, opt_level="3", debug_level="0", group_name="asgid")
+        # Modules outside the hot path are read for their types only: an
+        # optional dependency they import (watchfiles, PyYAML) may be missing.
+        options = ["--follow-imports=silent"]
+        return mypycify(options + HOT_PATH, opt_level="3", debug_level="0", group_name="asgid")
     except (Exception, SystemExit) as exc:  # mypyc missing, or it refused the sources
         print(
             f"warning: asgid's hot path was not compiled ({exc!r}): it stays in pure Python",

@@ -59,6 +59,10 @@ def package_versions(names: Iterable[str]) -> dict[str, str]:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
+    if "asgid" in versions:
+        from asgid._version import build  # what this checkout runs: compiled in place or not
+
+        versions["asgid"] += f" ({build()} hot path)"
     try:
         wrk = subprocess.run(["wrk", "--version"], capture_output=True, text=True, timeout=10)
         versions["wrk"] = (wrk.stdout + wrk.stderr).split("Copyright")[0].strip()
