@@ -68,7 +68,9 @@ def ext_modules() -> list[Any]:
         # Modules outside the hot path are read for their types only: an
         # optional dependency they import (watchfiles, PyYAML) may be missing.
         options = ["--follow-imports=silent"]
-        return mypycify(options + HOT_PATH, opt_level="3", debug_level="0", group_name="asgid")
+        return mypycify(
+            options + HOT_PATH, opt_level="3", debug_level="0", group_name="asgid.worker.hot_path"
+        )
     except (Exception, SystemExit) as exc:  # mypyc missing, or it refused the sources
         print(
             f"warning: asgid's hot path was not compiled ({exc!r}): it stays in pure Python",
