@@ -2,8 +2,8 @@
 
 The project's metadata is in pyproject.toml; this file only adds the
 extension modules. ``HOT_PATH`` is what every HTTP request runs through:
-compiled, the same sources take about a quarter less CPU per request
-(bench/inprocess.py --instructions). The .py files ship beside the compiled
+compiled, asgid's own share of a request takes about a third fewer
+instructions (bench/README.md). The .py files ship beside the compiled
 modules and behave the same; the compiled ones are imported first.
 
 - ``pip install .`` compiles them (mypy, which brings mypyc, is a build

@@ -121,13 +121,14 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 
 def test_version_says_whether_the_hot_path_is_compiled() -> None:
+    import asgid
     import asgid.worker._protocol as hot_path
 
     compiled = not hot_path.__file__.endswith(".py")  # scripts/compile: a .so beside it
     result = run_asgid("--version")
     assert result.returncode == 0
     how = "compiled" if compiled else "pure Python"
-    assert result.stdout == f"asgid 0.1.0 ({how} hot path)\n"
+    assert result.stdout == f"asgid {asgid.__version__} ({how} hot path)\n"
 
 
 def test_no_app_given() -> None:
