@@ -178,7 +178,17 @@ def test_status_watch_refreshes_until_interrupted(
     try:
         wait_until(lambda: watch.output().count("master pid") >= 3, timeout=20)
         watch.signal(signal.SIGINT)
-        assert watch.wait(10) == 0, watch.output()
+        try:
+            code = watch.wait(10)
+        except subprocess.TimeoutExpired:
+            # Seen once in CI, not reproduced: say what the process was doing.
+            status = Path(f"/proc/{watch.proc.pid}/status").read_text()
+            signals = [line for line in status.splitlines() if line.startswith(("State", "Sig"))]
+            wchan = Path(f"/proc/{watch.proc.pid}/wchan").read_text()
+            pytest.fail(
+                f"still running 10 s after SIGINT: {signals} wchan={wchan}\n{watch.output()}"
+            )
+        assert code == 0, watch.output()
     finally:
         watch.stop()
 
