@@ -7,6 +7,7 @@ are in helpers.py.
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -24,6 +25,13 @@ from helpers import (
     server_view,
     write_cert,
 )
+
+# A shell without job control starts a background job (`.ci/run &`) with
+# SIGINT ignored, and a process inherits that: Python then installs no ^C
+# handler, and a test that stops a client with SIGINT (`ctl status --watch`)
+# waits in vain. Start the processes under test as a terminal would.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
