@@ -181,7 +181,7 @@ def test_status_watch_refreshes_until_interrupted(
         try:
             code = watch.wait(10)
         except subprocess.TimeoutExpired:
-            # Seen once in CI, not reproduced: say what the process was doing.
+            # Say why: an inherited SIG_IGN shows in SigIgn (see conftest.py).
             status = Path(f"/proc/{watch.proc.pid}/status").read_text()
             signals = [line for line in status.splitlines() if line.startswith(("State", "Sig"))]
             wchan = Path(f"/proc/{watch.proc.pid}/wchan").read_text()
