@@ -35,6 +35,14 @@ HOT_PATH = [
 ]
 
 
+def _pure_python(reason: str) -> None:
+    print(
+        f"warning: asgid's hot path was not compiled ({reason}); installing it in pure "
+        "Python, which works the same with more CPU per request",
+        file=sys.stderr,
+    )
+
+
 class OptionalBuildExt(build_ext):
     """Compile the hot path, or leave asgid in pure Python, saying why."""
 
@@ -48,11 +56,7 @@ class OptionalBuildExt(build_ext):
                 path = self.get_ext_fullpath(ext.name)
                 if os.path.exists(path):
                     os.remove(path)
-            print(
-                f"warning: asgid's hot path was not compiled ({exc}); installing it in pure "
-                "Python, which works the same with more CPU per request",
-                file=sys.stderr,
-            )
+            _pure_python(str(exc))
 
 
 def ext_modules() -> list[Any]:
@@ -72,10 +76,7 @@ def ext_modules() -> list[Any]:
             options + HOT_PATH, opt_level="3", debug_level="0", group_name="asgid.worker.hot_path"
         )
     except (Exception, SystemExit) as exc:  # mypyc missing, or it refused the sources
-        print(
-            f"warning: asgid's hot path was not compiled ({exc!r}): it stays in pure Python",
-            file=sys.stderr,
-        )
+        _pure_python(repr(exc))
         return []
 
 
